@@ -1,0 +1,61 @@
+# posthorn — one binary. `make` builds build/posthorn; `make run` and `make test`
+# are the two set-up commands of README.md.
+CC      ?= cc
+PKGS    := libevent libevent_openssl libevent_pthreads jansson sqlite3 libcrypt openssl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+WARN    := -Wall -Wextra -Wformat=2 -Wshadow -Wno-unused-parameter -Werror
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -Isrc $(PKG_CFLAGS) $(CFLAGS)
+LDLIBS  := $(PKG_LIBS) -lpthread
+
+SRCS    := $(sort $(wildcard src/*/*.c))
+MAIN    := src/main.c
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+
+BUILD   ?= build
+OBJS    := $(SRCS:%.c=$(BUILD)/%.o)
+
+SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+.PHONY: all run test unit integration bench clean deps fuzz clang check-format
+all: $(BUILD)/posthorn
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/posthorn: $(OBJS) $(BUILD)/src/main.o
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/unit-tests: $(OBJS) $(UNIT_SRCS:%.c=$(BUILD)/%.o) tests/unit/unit.h
+	$(CC) $(ALL_CFLAGS) -o $@ $(OBJS) $(UNIT_SRCS:%.c=$(BUILD)/%.o) $(LDLIBS)
+
+-include $(OBJS:.o=.d) $(BUILD)/src/main.d $(UNIT_SRCS:%.c=$(BUILD)/%.d)
+
+deps:
+	@scripts/install-deps
+
+# Start the server in the foreground on the embedded defaults under ./var.
+run: deps
+	@$(MAKE) --no-print-directory all
+	./build/posthorn serve --data ./var
+
+# Sanitizer build, unit tests, integration tests, one summary line.
+test: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan CFLAGS="$(SAN_FLAGS)" build/asan/posthorn build/asan/unit-tests
+	@scripts/run-tests build/asan
+
+unit:
+	@$(MAKE) --no-print-directory BUILD=build/asan CFLAGS="$(SAN_FLAGS)" build/asan/unit-tests
+	./build/asan/unit-tests
+
+# Both compilers must build warning-free.
+clang:
+	@$(MAKE) --no-print-directory BUILD=build/clang CC=clang all
+
+bench: deps all
+	@bench/run-all
+
+clean:
+	rm -rf build

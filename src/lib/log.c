@@ -50,7 +50,7 @@ static void timestamp(char *buf, size_t n)
 	snprintf(buf + k, n - k, ".%03ldZ", (long)(tv.tv_usec / 1000));
 }
 
-static void vlog(const char *level, const char *fmt, va_list ap)
+static void __attribute__((format(printf, 2, 0))) vlog(const char *level, const char *fmt, va_list ap)
 {
 	if (log_quiet && strcmp(level, "info") == 0)
 		return;

@@ -7,6 +7,7 @@
  * resolved by main.c from --data, $POSTHORN_DATA or ./var. */
 #ifndef ADMIN_ADMIN_H
 #define ADMIN_ADMIN_H
+#include <stdbool.h>
 
 int admin_user_main(int argc, char **argv, const char *data_dir);
 int admin_domain_main(int argc, char **argv, const char *data_dir);

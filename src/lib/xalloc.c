@@ -69,6 +69,17 @@ char *xasprintf(const char *fmt, ...)
 	return p;
 }
 
+int xsnprintf(char *buf, size_t n, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int r = vsnprintf(buf, n, fmt, ap);
+	va_end(ap);
+	if (r < 0 || (size_t)r >= n)
+		panic("xsnprintf: result does not fit in %zu bytes", n);
+	return r;
+}
+
 void panic(const char *fmt, ...)
 {
 	va_list ap;

@@ -16,7 +16,7 @@
  *   smtputf8 yes|no
  *   <empty line>
  *   <message bytes, CRLF line ends>
- *   %%posthorn-end body=<message length>\n
+ *   @@posthorn-end body=<message length>\n
  *
  * The end marker makes a complete file self-evident: a file without it,
  * or whose body length disagrees with it, is incomplete and is moved to
@@ -38,7 +38,7 @@
 #define QUEUE_ID_LEN 16        /* Crockford base32: 10 chars of µs time + 6 random */
 #define QUEUE_ENVELOPE_MAX (1024 * 1024) /* envelope part of a queue file */
 #define QUEUE_MAGIC "posthorn-queue 1\n"
-#define QUEUE_END_PREFIX "%%posthorn-end body="
+#define QUEUE_END_PREFIX "@@posthorn-end body="
 
 struct queue_env {
 	char id[QUEUE_ID_LEN + 1];
@@ -94,7 +94,7 @@ void queue_writer_abort(struct queue_writer *w, const char *data_dir);
 int queue_commit_sync(struct queue_writer *w, const char *data_dir, const char *folder,
                       const char **error_r);
 
-/* Parse a queue file held in memory. On success *body_off_r/*body_len_r
+/* Parse a queue file held in memory. On success *body_off_r and *body_len_r
  * locate the message. Returns 1 ok, 0 incomplete (no valid end marker),
  * -1 malformed (error_r says why). */
 int queue_file_parse(const char *data, size_t len, struct queue_env *e, size_t *body_off_r,

@@ -1,0 +1,41 @@
+/* router — takes each message in queue/pending to its destinations:
+ * local mailboxes (Maildir), and remote recipients into queue/outbox.
+ * Files dropped into queue/pending by hand are routed too: posthorn queue
+ * files, the classic "FROM:/RCPT:" pending-file form of older Windows
+ * servers, and plain .eml files (envelope from the headers, like
+ * `sendmail -t`). Anything that cannot be routed goes to
+ * queue/lost+found with an event saying why; nothing is ever deleted
+ * unrouted.
+ *
+ * Runs on its own thread (blocking file I/O, fsync, SQLite reads), woken
+ * by router_notify() from the committer, by inotify on queue/pending and
+ * by a periodic rescan. */
+#ifndef QUEUE_ROUTER_H
+#define QUEUE_ROUTER_H
+#include <stdint.h>
+
+struct router;
+
+struct router_conf {
+	const char *data_dir;
+	const char *hostname;
+	int max_hops;
+	int scan_interval;      /* seconds */
+	uint64_t max_message_size;
+};
+
+struct router *router_new(const struct router_conf *conf);
+/* Starts the thread; the first pass routes everything already waiting. */
+void router_start(struct router *r);
+/* A new message id is in pending (thread-safe). */
+void router_notify(struct router *r, const char *id);
+/* Finishes the message in hand, then stops and frees. */
+void router_free(struct router **r);
+/* Counters for status (thread-safe snapshot). */
+void router_stats(struct router *r, uint64_t *delivered_r, uint64_t *relayed_r, uint64_t *lost_r);
+
+/* One synchronous pass over queue/pending (for tests and the CLI-less
+ * tools); returns the number of files handled. */
+int router_run_once(struct router *r);
+
+#endif

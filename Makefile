@@ -59,3 +59,28 @@ bench: deps all
 
 clean:
 	rm -rf build
+
+# libFuzzer harnesses (clang): make fuzz [FUZZ_SECONDS=60]
+FUZZ_SECONDS ?= 60
+FUZZERS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+
+build/fuzz/%: tests/fuzz/%.c FORCE
+	@$(MAKE) --no-print-directory BUILD=build/fuzzobj CC=clang CFLAGS="$(FUZZ_CFLAGS)" $(SRCS:%.c=build/fuzzobj/%.o)
+	@mkdir -p build/fuzz
+	clang $(ALL_CFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(SRCS:%.c=build/fuzzobj/%.o) $(LDLIBS)
+
+fuzz: deps $(FUZZERS)
+	@for f in $(FUZZERS); do n=$$(basename $$f); mkdir -p tests/fuzz/corpus-work/$$n; \
+	  echo "== $$n ($(FUZZ_SECONDS)s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=build/fuzz/$$n- \
+	    tests/fuzz/corpus-work/$$n tests/fuzz/seeds/$${n#fuzz_} > build/fuzz/$$n.log 2>&1; rc=$$?; \
+	  grep -E 'stat::number_of_executed_units|stat::new_units_added|ERROR|SUMMARY' build/fuzz/$$n.log; \
+	  if [ $$rc -ne 0 ]; then echo "$$n FAILED (exit $$rc), see build/fuzz/$$n.log"; exit 1; fi; done
+
+# Replays every seed (including kept crash inputs) through the fuzzers.
+fuzz-regress: $(FUZZERS)
+	@for f in $(FUZZERS); do n=$$(basename $$f); $$f -runs=0 tests/fuzz/seeds/$${n#fuzz_} >/dev/null 2>&1 \
+	  || { echo "$$n regression FAILED"; exit 1; }; done; echo "fuzz-regress: all seeds pass"
+
+FORCE:

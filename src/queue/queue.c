@@ -173,6 +173,7 @@ static int parse_env(const char *data, size_t hlen, struct queue_env *e, const c
 		if (strcmp(key, "id") == 0) {
 			if (!queue_id_ok(val) || vl > QUEUE_ID_LEN) {
 				free(line);
+				queue_env_free(e);
 				*error_r = "bad queue id in envelope";
 				return -1;
 			}

@@ -244,13 +244,18 @@ static int local_address_parse(const char *address, char **local_r, char **domai
 {
 	struct mail_address a;
 	const char *why;
+	if (strpbrk(address, " \t\r\n") != NULL) {
+		/* the parser would stop at the space and say "missing domain" */
+		*error_r = err_set("malformed address '%s': contains white space", address);
+		return -1;
+	}
 	if (address_parse(address, false, &a, &why) < 0) {
 		*error_r = err_set("malformed address '%s': %s", address, why);
 		return -1;
 	}
 	if (a.quoted || a.literal || a.local[0] == '\0' || strchr(a.local, '/') != NULL) {
 		*error_r = err_set("malformed address '%s': a mailbox name must be a plain "
-		                   "local part (letters, digits, . _ - +, no quotes or '/') @ a domain name",
+		                   "local part (no quotes, no '/') @ a host name",
 		                   address);
 		address_free(&a);
 		return -1;
@@ -1168,6 +1173,8 @@ int directory_user_set_quota(struct directory *d, const char *address, uint64_t 
 	return user_write(d, address, ST_USER_SET_QUOTA, &v, error_r);
 }
 
+/* Returns 0 with the quota (0 when there is no such user: nothing to
+ * limit), or -1 on a database error. Callers test "== 0" (smtp.c). */
 int directory_user_quota(struct directory *d, const char *mailbox, uint64_t *quota_r)
 {
 	*quota_r = 0;
@@ -1180,9 +1187,11 @@ int directory_user_quota(struct directory *d, const char *mailbox, uint64_t *quo
 	free(hash);
 	free(loc);
 	free(dom);
+	if (r < 0)
+		return -1;
 	if (r == 1)
 		*quota_r = q > 0 ? (uint64_t)q : 0;
-	return r;
+	return 0;
 }
 
 /* Normalises an alias target: validated, domain lower case; the local part
@@ -1192,6 +1201,10 @@ static char *target_canon(struct directory *d, const char *target, const char **
 {
 	struct mail_address a;
 	const char *why;
+	if (strpbrk(target, " \t\r\n") != NULL) {
+		*error_r = err_set("malformed target address '%s': contains white space", target);
+		return NULL;
+	}
 	if (address_parse(target, false, &a, &why) < 0) {
 		*error_r = err_set("malformed target address '%s': %s", target, why);
 		return NULL;

@@ -234,6 +234,14 @@ int pop3_sasl_plain_decode(const char *b64, size_t len, struct strbuf *buf, cons
 		return -1;
 	}
 	const char *authz = d, *authc = nul1 + 1, *pass = nul2 + 1;
+	/* identities are names: no control characters (the password may
+	 * hold anything but NUL) */
+	for (const char *p = d; p < pass; p++) {
+		if ((*p != '\0' && (unsigned char)*p < 0x20) || *p == 0x7f) {
+			*error_r = "malformed PLAIN response";
+			return -1;
+		}
+	}
 	if (*authc == '\0' || *pass == '\0') {
 		*error_r = "malformed PLAIN response";
 		return -1;

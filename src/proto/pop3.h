@@ -112,7 +112,7 @@ void pop3_dotstuff_finish(struct pop3_dotstuff *ds, struct strbuf *out);
  * three results point into it. buf holds the password: the caller wipes
  * buf->s over buf->cap octets before freeing it. authzid must be empty
  * or equal to authcid (ASCII case-insensitive); authcid and passwd must
- * not be empty. Returns 0, or -1 with a static message in *error_r. */
+ * not be empty; authzid and authcid must not hold control characters. Returns 0, or -1 with a static message in *error_r. */
 int pop3_sasl_plain_decode(const char *b64, size_t len, struct strbuf *buf, const char **authzid_r,
                            const char **authcid_r, const char **passwd_r, const char **error_r);
 

@@ -154,6 +154,11 @@ static bool name_skipped(const char *name)
 	return name[0] == '.' || strstr(name, ".tmp-") != NULL;
 }
 
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 static void scan_pending(struct router *r, bool recover)
 {
 	char path[PATH_MAX];
@@ -171,7 +176,8 @@ static void scan_pending(struct router *r, bool recover)
 		if (!name_skipped(de->d_name))
 			strv_add(&names, de->d_name);
 	closedir(d);
-	qsort(names.v, names.n, sizeof(char *), (int (*)(const void *, const void *))strcmp);
+	if (names.n > 1)
+		qsort(names.v, names.n, sizeof(char *), cmp_name);
 	for (size_t i = 0; i < names.n; i++)
 		enqueue(r, names.v[i], false, recover);
 	strv_free(&names);
@@ -452,6 +458,17 @@ static int route_queue_file(struct router *r, const char *name, const char *data
 	for (size_t i = 0; i < env->rcpt.n; i++) {
 		const char *err;
 		if (directory_expand(r->dir, env->rcpt.v[i], &local, &remote, &unknown, &err) < 0) {
+			if (strncmp(err, "alias ", 6) == 0) {
+				/* a misconfigured alias (too deep, too wide) will not
+				 * heal by waiting: fail this recipient */
+				struct event e;
+				event_begin(&e, "failed", NULL);
+				event_str(&e, "id", env->id);
+				event_str(&e, "rcpt", env->rcpt.v[i]);
+				event_str(&e, "reason", err);
+				event_end(&e);
+				continue;
+			}
 			log_error("router: %s: expanding %s: %s", env->id, env->rcpt.v[i], err);
 			strv_free(&local);
 			strv_free(&remote);
@@ -460,11 +477,17 @@ static int route_queue_file(struct router *r, const char *name, const char *data
 		}
 	}
 	int rc = 0;
+	size_t ndone = 0;
 	/* local deliveries */
 	for (size_t i = 0; i < local.n; i++) {
 		char path[PATH_MAX], uniq[128];
 		if (store_maildir_path(path, sizeof(path), r->data_dir, local.v[i]) < 0) {
-			log_error("router: %s: bad mailbox name %s", env->id, local.v[i]);
+			struct event e;
+			event_begin(&e, "failed", NULL);
+			event_str(&e, "id", env->id);
+			event_str(&e, "mailbox", local.v[i]);
+			event_str(&e, "reason", "mailbox name cannot be a Maildir path");
+			event_end(&e);
 			continue;
 		}
 		struct strbuf hdr = STRBUF_INIT;
@@ -491,6 +514,7 @@ static int route_queue_file(struct router *r, const char *name, const char *data
 			event_end(&e);
 			if (!already)
 				count(r, &r->n_delivered);
+			ndone++;
 		}
 		strbuf_free(&hdr);
 	}
@@ -531,7 +555,7 @@ static int route_queue_file(struct router *r, const char *name, const char *data
 		event_str(&e, "reason", "5.1.1 no such user");
 		event_end(&e);
 	}
-	if (rc == 0 && local.n == 0 && remote.n == 0) {
+	if (rc == 0 && ndone == 0 && remote.n == 0) {
 		strv_free(&local);
 		strv_free(&remote);
 		strv_free(&unknown);

@@ -56,7 +56,8 @@ static int list_names(const char *data_dir, const char *folder, struct strv *out
 		if (de->d_name[0] != '.' && strstr(de->d_name, ".tmp-") == NULL)
 			strv_add(out, de->d_name);
 	closedir(d);
-	qsort(out->v, out->n, sizeof(char *), cmp_str);
+	if (out->n > 1)
+		qsort(out->v, out->n, sizeof(char *), cmp_str);
 	return 0;
 }
 

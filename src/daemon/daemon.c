@@ -525,6 +525,8 @@ int daemon_main(int argc, char **argv)
 	if (config_load(&d->cfg, d->config_path, &cerr) < 0) {
 		fprintf(stderr, "posthorn: %s\n", cerr);
 		free(cerr);
+		free(d->config_path);
+		free(d->data_dir);
 		return 1;
 	}
 	if (d->cfg.hostname[0]) {

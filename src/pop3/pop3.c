@@ -485,6 +485,7 @@ static void list_job_done(void *arg)
 			s->live_size += s->msgs[i].size;
 	}
 	int err = j->err;
+	bool listed = j->result == 0; /* an empty maildrop has msgs == NULL */
 	free(j->path);
 	free(j->mailbox);
 	free(j);
@@ -497,7 +498,7 @@ static void list_job_done(void *arg)
 		close_after(s, "shutdown");
 		return;
 	}
-	if (s->msgs == NULL) {
+	if (!listed) {
 		log_error("%s pop3: cannot list the maildrop of %s: %s", s->id, s->mailbox, strerror(err));
 		reply(s, "-ERR [SYS/TEMP] unable to open the maildrop");
 		s->locked = false;

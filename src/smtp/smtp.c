@@ -442,11 +442,12 @@ static void cmd_auth(struct smtp_session *s, const char *arg)
 		return;
 	}
 	s->auth_step = 0;
+	set_state(s, SMTP_STATE_AUTH);
 	if (initial) {
+		/* may move on to AUTHWAIT (PLAIN) or ask for more (LOGIN) */
 		auth_response(s, initial);
 		return;
 	}
-	set_state(s, SMTP_STATE_AUTH);
 	if (s->mech == AUTH_PLAIN)
 		reply(s, "334 ");
 	else

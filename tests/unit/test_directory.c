@@ -329,18 +329,23 @@ UNIT_TEST(test_directory_users)
 
 	/* quota */
 	uint64_t q = 99;
-	CHECK_INT(directory_user_quota(d, "bob@example.org", &q), 1);
+	CHECK_INT(directory_user_quota(d, "bob@example.org", &q), 0);
 	CHECK_INT(q, 10 * 1024 * 1024);
-	CHECK_INT(directory_user_quota(d, "BOB@EXAMPLE.ORG", &q), 1);
+	q = 99;
+	CHECK_INT(directory_user_quota(d, "BOB@EXAMPLE.ORG", &q), 0);
 	CHECK_INT(q, 10 * 1024 * 1024);
-	CHECK_INT(directory_user_quota(d, "alice@example.org", &q), 1);
+	q = 99;
+	CHECK_INT(directory_user_quota(d, "alice@example.org", &q), 0);
 	CHECK_INT(q, 0);
+	/* no such user: nothing to limit */
 	q = 99;
 	CHECK_INT(directory_user_quota(d, "nobody@example.org", &q), 0);
 	CHECK_INT(q, 0);
+	q = 99;
 	CHECK_INT(directory_user_quota(d, "no-at-sign", &q), 0);
+	CHECK_INT(q, 0);
 	OK(directory_user_set_quota(d, "Alice@Example.org", 2ULL * 1024 * 1024 * 1024, E));
-	CHECK_INT(directory_user_quota(d, "alice@example.org", &q), 1);
+	CHECK_INT(directory_user_quota(d, "alice@example.org", &q), 0);
 	CHECK_INT(q, 2LL * 1024 * 1024 * 1024);
 	const char *err = NULL;
 	CHECK_INT(directory_user_set_quota(d, "nobody@example.org", 1, &err), -1);

@@ -304,6 +304,10 @@ static const struct plain_case {
 	{ "Ym9ic2VjcmV0", -1, NULL, NULL, NULL },
 	/* "\0bob\0se\0cret": three NULs */
 	{ "AGJvYgBzZQBjcmV0", -1, NULL, NULL, NULL },
+	/* "\0b\nob\0pw": control character in the login */
+	{ "AGIKb2IAcHc=", -1, NULL, NULL, NULL },
+	/* "\0bob\0p\tw\x7f": the password may hold control characters */
+	{ "AGJvYgBwCXd/", 0, "", "bob", "p\tw\x7f" },
 	{ "=", -1, NULL, NULL, NULL },
 	{ "", -1, NULL, NULL, NULL },
 	{ "AGJvYgBzZWNyZXQ", -1, NULL, NULL, NULL },      /* missing padding */

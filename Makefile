@@ -68,7 +68,7 @@ FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-fram
 build/fuzz/%: tests/fuzz/%.c FORCE
 	@$(MAKE) --no-print-directory BUILD=build/fuzzobj CC=clang CFLAGS="$(FUZZ_CFLAGS)" $(SRCS:%.c=build/fuzzobj/%.o)
 	@mkdir -p build/fuzz
-	clang $(ALL_CFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(SRCS:%.c=build/fuzzobj/%.o) $(LDLIBS)
+	@clang $(ALL_CFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(SRCS:%.c=build/fuzzobj/%.o) $(LDLIBS)
 
 fuzz: deps $(FUZZERS)
 	@for f in $(FUZZERS); do n=$$(basename $$f); mkdir -p tests/fuzz/corpus-work/$$n; \

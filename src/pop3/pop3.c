@@ -62,6 +62,7 @@
 #include "lib/worker.h"
 #include "lib/xalloc.h"
 #include "proto/pop3.h"
+#include "proto/sasl.h"
 #include "store/maildir.h"
 
 #include <errno.h>
@@ -708,7 +709,7 @@ static void sasl_plain(struct pop3_session *s, const char *b64, size_t len)
 	struct strbuf buf;
 	const char *authz, *authc, *pass, *err;
 	strbuf_init(&buf, POP3_SASL_LINE_MAX);
-	if (pop3_sasl_plain_decode(b64, len, &buf, &authz, &authc, &pass, &err) < 0)
+	if (sasl_plain_decode(b64, len, &buf, &authz, &authc, &pass, &err) < 0)
 		bad_command(s, err);
 	else
 		auth_start(s, authc, pass, "plain");

@@ -21,6 +21,7 @@
 #include "lib/xalloc.h"
 #include "mail/address.h"
 #include "mail/message.h"
+#include "proto/sasl.h"
 #include "proto/smtp.h"
 #include "queue/committer.h"
 #include "queue/queue.h"
@@ -366,6 +367,21 @@ static void auth_response(struct smtp_session *s, const char *b64)
 		auth_abort(s, "501 5.7.0 Authentication cancelled");
 		return;
 	}
+	if (s->mech == AUTH_PLAIN) {
+		struct strbuf buf = STRBUF_INIT;
+		const char *authz, *authc, *pass, *err;
+		if (sasl_plain_decode(b64, strlen(b64), &buf, &authz, &authc, &pass, &err) < 0) {
+			char msg[160];
+			snprintf(msg, sizeof(msg), "501 5.5.2 Bad PLAIN response: %s", err);
+			auth_abort(s, msg);
+		} else {
+			auth_check(s, authc, pass);
+		}
+		if (buf.s)
+			explicit_bzero(buf.s, buf.cap);
+		strbuf_free(&buf);
+		return;
+	}
 	struct strbuf dec = STRBUF_INIT;
 	if (strcmp(b64, "=") != 0 && base64_decode(b64, strlen(b64), &dec) < 0) {
 		strbuf_free(&dec);
@@ -374,25 +390,7 @@ static void auth_response(struct smtp_session *s, const char *b64)
 	}
 	if (dec.s == NULL)
 		strbuf_add(&dec, "", 0);
-	if (s->mech == AUTH_PLAIN) {
-		/* authzid NUL authcid NUL passwd (RFC 4616) */
-		char *p1 = memchr(dec.s, '\0', dec.len);
-		char *p2 = p1 ? memchr(p1 + 1, '\0', dec.len - (size_t)(p1 + 1 - dec.s)) : NULL;
-		if (p1 == NULL || p2 == NULL || memchr(p2 + 1, '\0', dec.len - (size_t)(p2 + 1 - dec.s))) {
-			explicit_bzero(dec.s, dec.len);
-			strbuf_free(&dec);
-			auth_abort(s, "501 5.5.2 Malformed PLAIN response");
-			return;
-		}
-		const char *authz = dec.s, *authc = p1 + 1, *pass = p2 + 1;
-		if (*authz && strcasecmp(authz, authc) != 0) {
-			explicit_bzero(dec.s, dec.len);
-			strbuf_free(&dec);
-			auth_abort(s, "535 5.7.8 Authorization identity differs from authentication identity");
-			return;
-		}
-		auth_check(s, authc, pass);
-	} else if (s->auth_step == 0) {
+	if (s->auth_step == 0) {
 		s->auth_login_user = xstrndup(dec.s, dec.len);
 		s->auth_step = 1;
 		reply(s, "334 UGFzc3dvcmQ6"); /* "Password:" */

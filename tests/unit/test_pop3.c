@@ -5,6 +5,7 @@
 #include "unit.h"
 #include "lib/strbuf.h"
 #include "proto/pop3.h"
+#include "proto/sasl.h"
 
 #include <stdlib.h>
 
@@ -323,7 +324,7 @@ UNIT_TEST(pop3_sasl_plain)
 		const struct plain_case *c = &plain_cases[i];
 		struct strbuf buf = STRBUF_INIT;
 		const char *authz = NULL, *authc = NULL, *pass = NULL, *err = NULL;
-		int r = pop3_sasl_plain_decode(c->b64, strlen(c->b64), &buf, &authz, &authc, &pass, &err);
+		int r = sasl_plain_decode(c->b64, strlen(c->b64), &buf, &authz, &authc, &pass, &err);
 		if (r != c->want) {
 			fprintf(stderr, "  case %zu \"%s\": got %d (%s), want %d\n", i, c->b64, r, err ? err : "-",
 			        c->want);
@@ -344,6 +345,6 @@ UNIT_TEST(pop3_sasl_plain)
 	struct strbuf small;
 	strbuf_init(&small, 8);
 	const char *a, *b, *p, *err;
-	CHECK_INT(pop3_sasl_plain_decode("AGJvYgBzZWNyZXQ=", 16, &small, &a, &b, &p, &err), -1);
+	CHECK_INT(sasl_plain_decode("AGJvYgBzZWNyZXQ=", 16, &small, &a, &b, &p, &err), -1);
 	strbuf_free(&small);
 }

@@ -95,10 +95,12 @@ def test_garbage_goes_to_lost_and_found(server):
     assert lf, "garbage not moved to lost+found\n" + server.queue_listing() + server.log_text()
     assert any(f.read_bytes() == garbage for f in lf), "lost+found copy differs from the dropped file"
     assert not (server.queue_dir("pending") / "garbage.bin").exists()
-    evs = server.events()
-    why = [e for e in evs if "garbage.bin" in json.dumps(e) or "lost+found" in json.dumps(e)
-           or "lost" in str(ev_type(e))]
-    assert why, f"no event about the lost+found move: {evs[-10:]}"
+    # the event follows the rename: wait for it rather than race it
+    def lost_events():
+        return [e for e in server.events() if "garbage.bin" in json.dumps(e)
+                or "lost+found" in json.dumps(e) or "lost" in str(ev_type(e))]
+    why = wait_until(lost_events, 10)
+    assert why, f"no event about the lost+found move: {server.events()[-10:]}"
     assert any(any(k in e for k in ("reason", "error", "why")) for e in why), why
 
 

@@ -556,6 +556,14 @@ int daemon_main(int argc, char **argv)
 	d->base = event_base_new();
 	if (d->base == NULL)
 		fatal("event_base_new failed");
+	/* handlers before the listeners: whoever sees our ports open may
+	 * already signal us */
+	struct event *sigs[4];
+	int signums[4] = { SIGTERM, SIGINT, SIGHUP, 0 };
+	for (int i = 0; signums[i]; i++) {
+		sigs[i] = evsignal_new(d->base, signums[i], on_signal, d);
+		event_add(sigs[i], NULL);
+	}
 	d->ipconn = xcalloc(1, sizeof(struct iptable));
 	d->started = (int64_t)time(NULL);
 
@@ -576,12 +584,6 @@ int daemon_main(int argc, char **argv)
 	d->router = router_new(&rc);
 	router_start(d->router);
 
-	struct event *sigs[4];
-	int signums[4] = { SIGTERM, SIGINT, SIGHUP, 0 };
-	for (int i = 0; signums[i]; i++) {
-		sigs[i] = evsignal_new(d->base, signums[i], on_signal, d);
-		event_add(sigs[i], NULL);
-	}
 
 	struct event e;
 	event_begin(&e, "start", NULL);

@@ -7,9 +7,10 @@
  * queue/lost+found with an event saying why; nothing is ever deleted
  * unrouted.
  *
- * Runs on its own thread (blocking file I/O, fsync, SQLite reads), woken
- * by router_notify() from the committer, by inotify on queue/pending and
- * by a periodic rescan. */
+ * Runs on its own threads (blocking file I/O, fsync, SQLite reads): a
+ * watcher (inotify on queue/pending, a periodic rescan) and a few delivery
+ * threads fed by it and by router_notify() from the committer. A name is
+ * never handled by two threads at once. */
 #ifndef QUEUE_ROUTER_H
 #define QUEUE_ROUTER_H
 #include <stdint.h>
@@ -33,9 +34,5 @@ void router_notify(struct router *r, const char *id);
 void router_free(struct router **r);
 /* Counters for status (thread-safe snapshot). */
 void router_stats(struct router *r, uint64_t *delivered_r, uint64_t *relayed_r, uint64_t *lost_r);
-
-/* One synchronous pass over queue/pending (for tests and the CLI-less
- * tools); returns the number of files handled. */
-int router_run_once(struct router *r);
 
 #endif

@@ -144,6 +144,8 @@ char *queue_env_format(const struct queue_env *e, size_t *len_r)
 	add_value(&sb, "origin", e->origin);
 	strbuf_addf(&sb, "body %s\n", e->body_8bit ? "8BITMIME" : "7BIT");
 	strbuf_addf(&sb, "smtputf8 %s\n", e->smtputf8 ? "yes" : "no");
+	if (e->fingerprint[0])
+		strbuf_addf(&sb, "fingerprint %s\n", e->fingerprint);
 	strbuf_addc(&sb, '\n');
 	return strbuf_detach(&sb, len_r);
 }
@@ -205,6 +207,8 @@ static int parse_env(const char *data, size_t hlen, struct queue_env *e, const c
 			e->body_8bit = strcmp(val, "8BITMIME") == 0;
 		} else if (strcmp(key, "smtputf8") == 0) {
 			e->smtputf8 = strcmp(val, "yes") == 0;
+		} else if (strcmp(key, "fingerprint") == 0 && vl < sizeof(e->fingerprint)) {
+			memcpy(e->fingerprint, val, vl + 1);
 		}
 		/* unknown keys: written by a newer version; ignored */
 		free(line);

@@ -14,6 +14,7 @@
  *   origin smtp|submission|sendmail|pickup|router
  *   body 7BIT|8BITMIME
  *   smtputf8 yes|no
+ *   fingerprint 3f2a9c0d1e4b5a69   (content fingerprint, mail/fingerprint.h)
  *   <empty line>
  *   <message bytes, CRLF line ends>
  *   @@posthorn-end body=<message length>\n
@@ -51,6 +52,7 @@ struct queue_env {
 	char *origin;
 	bool body_8bit;
 	bool smtputf8;
+	char fingerprint[17]; /* "" when unknown (FINGERPRINT_LEN hex chars) */
 };
 
 void queue_env_free(struct queue_env *e);

@@ -18,6 +18,7 @@
 #include "lib/strset.h"
 #include "lib/xalloc.h"
 #include "mail/address.h"
+#include "mail/fingerprint.h"
 #include "mail/message.h"
 #include "queue/queue.h"
 #include "store/maildir.h"
@@ -541,6 +542,8 @@ static int route_queue_file(struct router *r, struct directory *dir, const char 
 	if (rc == 0 && remote.n > 0) {
 		struct queue_env out = *env;
 		out.rcpt = remote;
+		if (out.fingerprint[0] == '\0')
+			fingerprint_message(msg, body_len, out.fingerprint);
 		char stale[PATH_MAX];
 		queue_path(stale, sizeof(stale), r->data_dir, "incoming", env->id);
 		unlink(stale);
@@ -561,6 +564,8 @@ static int route_queue_file(struct router *r, struct directory *dir, const char 
 				event_end(&e);
 			}
 			count(r, &r->n_relayed);
+			if (r->conf.on_outbox)
+				r->conf.on_outbox(r->conf.hook_arg, env->id);
 		}
 	}
 	for (size_t i = 0; i < unknown.n; i++) {

@@ -23,6 +23,10 @@ struct router_conf {
 	int max_hops;
 	int scan_interval;      /* seconds */
 	uint64_t max_message_size;
+	/* Called (on a router thread) after a message was written durably
+	 * into queue/outbox: the daemon tells the queue index and the MTA. */
+	void (*on_outbox)(void *arg, const char *id);
+	void *hook_arg;
 };
 
 struct router *router_new(const struct router_conf *conf);

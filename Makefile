@@ -1,7 +1,7 @@
 # posthorn — one binary. `make` builds build/posthorn; `make run` and `make test`
 # are the two set-up commands of README.md.
 CC      ?= cc
-PKGS    := libevent libevent_openssl libevent_pthreads jansson sqlite3 libcrypt openssl
+PKGS    := libevent libevent_openssl libevent_pthreads jansson sqlite3 libcrypt openssl libunbound
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN    := -Wall -Wextra -Wformat=2 -Wshadow -Wno-unused-parameter -Werror

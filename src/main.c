@@ -37,8 +37,22 @@ int main(int argc, char **argv)
 
 	char *prog = basename(argv[0]);
 	if (strcmp(prog, "sendmail") == 0) {
+		/* --data DIR is ours, not sendmail's: take it out */
+		int n = 0;
+		for (int j = 0; j < argc; j++) {
+			if (j > 0 && strcmp(argv[j], "--data") == 0 && j + 1 < argc) {
+				data_dir = argv[++j];
+				continue;
+			}
+			if (j > 0 && strncmp(argv[j], "--data=", 7) == 0) {
+				data_dir = argv[j] + 7;
+				continue;
+			}
+			argv[n++] = argv[j];
+		}
+		argv[n] = NULL;
 		argv[0] = "sendmail";
-		return admin_sendmail_main(argc, argv, data_dir);
+		return admin_sendmail_main(n, argv, data_dir);
 	}
 
 	int i = 1;
@@ -49,6 +63,9 @@ int main(int argc, char **argv)
 		} else if (strncmp(argv[i], "--data=", 7) == 0) {
 			data_dir = argv[i] + 7;
 			i++;
+		} else if (strcmp(argv[i], "--data") == 0) {
+			fprintf(stderr, "posthorn: --data needs a directory\n");
+			return 2;
 		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
 			usage(stdout);
 			return 0;

@@ -1,8 +1,11 @@
-/* admin_queue — `posthorn queue list|show|count` (basic; reads the queue
- * files directly, so it works with the daemon running or stopped) and
- * `posthorn sendmail` (queues a message from stdin through queue/pending
- * with the same durable write the SMTP server uses).
- * Listings read only the envelope part of each file. */
+/* admin_queue — `posthorn sendmail` (also reached as argv[0] ==
+ * "sendmail"): queues a message read from stdin through queue/pending
+ * with the same durable write the SMTP server uses (temp file, fsync,
+ * rename, fsync dir), so a 0 exit status means the message is on disk.
+ * Runs in the CLI; works whether the daemon runs or not (the router picks
+ * the file up when it starts). Exit codes follow sysexits(3).
+ * The queue console (`posthorn queue …`) that used to live here is
+ * admin/queue_cmd.c. */
 #include "admin/admin.h"
 #include "conf/config.h"
 #include "lib/fsutil.h"
@@ -12,265 +15,16 @@
 #include "mail/message.h"
 #include "queue/queue.h"
 
-#include <dirent.h>
-#include <errno.h>
-#include <inttypes.h>
-#include <jansson.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 /* sendmail reads at most this much from stdin (the SMTP default limit). */
 #define SENDMAIL_MAX (50u * 1024 * 1024)
-
-static const char *folders_all[] = { "pending", "outbox", "hold", "lost+found" };
-
-static bool folder_ok(const char *f)
-{
-	for (size_t i = 0; i < sizeof(folders_all) / sizeof(folders_all[0]); i++)
-		if (strcmp(f, folders_all[i]) == 0)
-			return true;
-	return false;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Sorted names of the regular files in a queue folder. */
-static int list_names(const char *data_dir, const char *folder, struct strv *out)
-{
-	char dir[PATH_MAX];
-	queue_path(dir, sizeof(dir), data_dir, folder, NULL);
-	DIR *d = opendir(dir);
-	if (d == NULL)
-		return errno == ENOENT ? 0 : -1;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL)
-		if (de->d_name[0] != '.' && strstr(de->d_name, ".tmp-") == NULL)
-			strv_add(out, de->d_name);
-	closedir(d);
-	if (out->n > 1)
-		qsort(out->v, out->n, sizeof(char *), cmp_str);
-	return 0;
-}
-
-static void usage_queue(void)
-{
-	fputs("usage: posthorn queue list [--folder pending|outbox|hold|lost+found] [--limit N] [--after ID] [--json]\n"
-	      "       posthorn queue show ID [--body]\n"
-	      "       posthorn queue count [--json]\n",
-	      stderr);
-}
-
-static int queue_list(int argc, char **argv, const char *data_dir)
-{
-	const char *folder = NULL, *after = NULL;
-	long limit = 100;
-	bool json = false;
-	for (int i = 2; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0)
-			json = true;
-		else if (strcmp(argv[i], "--folder") == 0 && i + 1 < argc)
-			folder = argv[++i];
-		else if (strcmp(argv[i], "--after") == 0 && i + 1 < argc)
-			after = argv[++i];
-		else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
-			char *end;
-			limit = strtol(argv[++i], &end, 10);
-			if (*end || limit <= 0) {
-				fprintf(stderr, "posthorn queue list: --limit: '%s' is not a positive number\n", argv[i]);
-				return 2;
-			}
-		} else {
-			fprintf(stderr, "posthorn queue list: unknown argument '%s'\n", argv[i]);
-			usage_queue();
-			return 2;
-		}
-	}
-	if (folder && !folder_ok(folder)) {
-		fprintf(stderr, "posthorn queue list: --folder: unknown folder '%s' (pending, outbox, hold, lost+found)\n",
-		        folder);
-		return 2;
-	}
-	json_t *arr = json ? json_array() : NULL;
-	if (!json)
-		printf("%-16s  %-10s  %9s  %-20s  %-30s  %s\n", "ID", "FOLDER", "SIZE", "RECEIVED", "FROM", "RECIPIENTS");
-	long shown = 0;
-	for (size_t f = 0; f < sizeof(folders_all) / sizeof(folders_all[0]) && shown < limit; f++) {
-		if (folder && strcmp(folder, folders_all[f]) != 0)
-			continue;
-		struct strv names = { 0 };
-		list_names(data_dir, folders_all[f], &names);
-		for (size_t i = 0; i < names.n && shown < limit; i++) {
-			if (after && strcmp(names.v[i], after) <= 0)
-				continue;
-			char path[PATH_MAX];
-			queue_path(path, sizeof(path), data_dir, folders_all[f], names.v[i]);
-			struct stat st;
-			if (stat(path, &st) < 0)
-				continue;
-			struct queue_env env;
-			const char *err;
-			bool ok = queue_env_read(path, &env, &err) == 0;
-			char ts[32] = "-";
-			time_t t = ok ? (time_t)env.received : st.st_mtime;
-			struct tm tm;
-			gmtime_r(&t, &tm);
-			strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
-			if (json) {
-				json_t *o = json_object();
-				json_object_set_new(o, "id", json_string(names.v[i]));
-				json_object_set_new(o, "folder", json_string(folders_all[f]));
-				json_object_set_new(o, "size", json_integer((json_int_t)st.st_size));
-				json_object_set_new(o, "received", json_string(ts));
-				if (ok) {
-					json_object_set_new(o, "from", json_string(env.from));
-					json_t *r = json_array();
-					for (size_t k = 0; k < env.rcpt.n; k++)
-						json_array_append_new(r, json_string(env.rcpt.v[k]));
-					json_object_set_new(o, "rcpt", r);
-					if (env.client_ip)
-						json_object_set_new(o, "client_ip", json_string(env.client_ip));
-					if (env.auth_user)
-						json_object_set_new(o, "auth_user", json_string(env.auth_user));
-				} else {
-					json_object_set_new(o, "error", json_string(err));
-				}
-				json_array_append_new(arr, o);
-			} else {
-				struct strbuf r = STRBUF_INIT;
-				for (size_t k = 0; ok && k < env.rcpt.n; k++)
-					strbuf_addf(&r, "%s%s", k ? "," : "", env.rcpt.v[k]);
-				printf("%-16s  %-10s  %9lld  %-20s  %-30s  %s\n", names.v[i], folders_all[f],
-				       (long long)st.st_size, ts, ok ? (env.from[0] ? env.from : "<>") : "?",
-				       ok ? (r.s ? r.s : "") : err);
-				strbuf_free(&r);
-			}
-			if (ok)
-				queue_env_free(&env);
-			shown++;
-		}
-		strv_free(&names);
-	}
-	if (json) {
-		char *s = json_dumps(arr, JSON_COMPACT);
-		puts(s);
-		free(s);
-		json_decref(arr);
-	}
-	return 0;
-}
-
-static int queue_count(int argc, char **argv, const char *data_dir)
-{
-	bool json = argc > 2 && strcmp(argv[2], "--json") == 0;
-	if (argc > 2 && !json) {
-		usage_queue();
-		return 2;
-	}
-	json_t *o = json ? json_object() : NULL;
-	for (size_t f = 0; f < sizeof(folders_all) / sizeof(folders_all[0]); f++) {
-		struct strv names = { 0 };
-		list_names(data_dir, folders_all[f], &names);
-		if (json)
-			json_object_set_new(o, folders_all[f], json_integer((json_int_t)names.n));
-		else
-			printf("%-10s %zu\n", folders_all[f], names.n);
-		strv_free(&names);
-	}
-	if (json) {
-		char *s = json_dumps(o, JSON_COMPACT);
-		puts(s);
-		free(s);
-		json_decref(o);
-	}
-	return 0;
-}
-
-static int queue_show(int argc, char **argv, const char *data_dir)
-{
-	const char *id = NULL;
-	bool body = false;
-	for (int i = 2; i < argc; i++) {
-		if (strcmp(argv[i], "--body") == 0)
-			body = true;
-		else if (id == NULL)
-			id = argv[i];
-		else {
-			usage_queue();
-			return 2;
-		}
-	}
-	if (id == NULL) {
-		usage_queue();
-		return 2;
-	}
-	if (!queue_id_ok(id)) {
-		fprintf(stderr, "posthorn queue show: '%s' is not a queue id\n", id);
-		return 2;
-	}
-	for (size_t f = 0; f < sizeof(folders_all) / sizeof(folders_all[0]); f++) {
-		char path[PATH_MAX];
-		queue_path(path, sizeof(path), data_dir, folders_all[f], id);
-		char *data;
-		size_t len;
-		if (fsutil_read_file(path, SIZE_MAX / 2, &data, &len) < 0)
-			continue;
-		printf("folder: %s\nfile: %s\n", folders_all[f], path);
-		struct queue_env env;
-		size_t off, blen;
-		const char *err;
-		int r = queue_file_parse(data, len, &env, &off, &blen, &err);
-		if (r <= 0) {
-			printf("state: %s\n", err);
-			off = 0;
-			blen = len;
-		} else {
-			fwrite(data, 1, off, stdout);
-			queue_env_free(&env);
-		}
-		/* headers (or everything with --body) */
-		size_t show = body ? blen : message_header_len(data + off, blen);
-		fwrite(data + off, 1, show, stdout);
-		free(data);
-		return 0;
-	}
-	fprintf(stderr, "posthorn queue show: no message %s in the queue\n", id);
-	return 1;
-}
-
-int admin_queue_main(int argc, char **argv, const char *data_dir)
-{
-	if (argc < 2) {
-		usage_queue();
-		return 2;
-	}
-	char qdir[PATH_MAX];
-	queue_path(qdir, sizeof(qdir), data_dir, "pending", NULL);
-	char top[PATH_MAX];
-	xsnprintf(top, sizeof(top), "%s/queue", data_dir);
-	if (!fsutil_is_dir(top)) {
-		fprintf(stderr, "posthorn: no queue at %s (start 'posthorn serve --data %s' once, or check --data)\n", top,
-		        data_dir);
-		return 1;
-	}
-	if (strcmp(argv[1], "list") == 0)
-		return queue_list(argc, argv, data_dir);
-	if (strcmp(argv[1], "count") == 0)
-		return queue_count(argc, argv, data_dir);
-	if (strcmp(argv[1], "show") == 0)
-		return queue_show(argc, argv, data_dir);
-	fprintf(stderr, "posthorn queue: unknown sub-command '%s'\n", argv[1]);
-	usage_queue();
-	return 2;
-}
 
 /* --- sendmail ------------------------------------------------------------ */
 
@@ -344,6 +98,30 @@ int admin_sendmail_main(int argc, char **argv, const char *data_dir)
 		free(n);
 	}
 
+	if (fullname) {
+		for (const unsigned char *q = (const unsigned char *)fullname; *q; q++) {
+			if (*q < 0x20 || *q == 0x7f) {
+				fprintf(stderr, "sendmail: -F: control characters (line breaks) are not allowed in a name\n");
+				strv_free(&rcpts);
+				return 64;
+			}
+		}
+	}
+	/* the same limits as SMTP (posthorn.conf in the data dir) */
+	struct config cfg;
+	char *cerr = NULL;
+	char cpath[PATH_MAX];
+	xsnprintf(cpath, sizeof(cpath), "%s/posthorn.conf", data_dir);
+	if (config_load(&cfg, cpath, &cerr) < 0) {
+		fprintf(stderr, "sendmail: %s\n", cerr);
+		free(cerr);
+		strv_free(&rcpts);
+		return 78; /* EX_CONFIG */
+	}
+	uint64_t max_size = cfg.max_message_size;
+	size_t max_line = (size_t)cfg.max_line_length;
+	config_free(&cfg);
+
 	char top[PATH_MAX];
 	xsnprintf(top, sizeof(top), "%s/queue", data_dir);
 	if (!fsutil_is_dir(top)) {
@@ -357,11 +135,25 @@ int admin_sendmail_main(int argc, char **argv, const char *data_dir)
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
+	unsigned long lineno = 0;
 	while ((n = getline(&line, &cap, stdin)) > 0) {
+		lineno++;
 		if (dot_ends && (strcmp(line, ".\n") == 0 || strcmp(line, ".\r\n") == 0))
 			break;
-		if (in.len + (size_t)n > SENDMAIL_MAX) {
-			fprintf(stderr, "sendmail: message larger than %u bytes\n", SENDMAIL_MAX);
+		size_t ll = (size_t)n;
+		while (ll > 0 && (line[ll - 1] == '\n' || line[ll - 1] == '\r'))
+			ll--;
+		if (ll > max_line) {
+			fprintf(stderr, "sendmail: line %lu is longer than %zu octets (max_line_length, RFC 5322 2.1.1)\n",
+			        lineno, max_line);
+			free(line);
+			strbuf_free(&in);
+			strv_free(&rcpts);
+			return 65; /* EX_DATAERR */
+		}
+		if (in.len + (size_t)n > max_size) {
+			fprintf(stderr, "sendmail: message larger than max_message_size (%llu bytes)\n",
+			        (unsigned long long)max_size);
 			free(line);
 			strbuf_free(&in);
 			strv_free(&rcpts);
@@ -428,8 +220,17 @@ int admin_sendmail_main(int argc, char **argv, const char *data_dir)
 	strbuf_addf(&msg, "Received: by %s (posthorn sendmail, uid %d) id %s;\r\n\t%s\r\n", host, (int)getuid(),
 	            env.id, date);
 	if (!message_header_has(body.s, body.len, "From")) {
-		if (fullname)
-			strbuf_addf(&msg, "From: \"%s\" <%s>\r\n", fullname, env.from);
+		if (fullname) {
+			/* a quoted-string: escape quotes and backslashes (RFC 5322
+			 * 3.2.4); control characters were refused above */
+			strbuf_adds(&msg, "From: \"");
+			for (const char *q = fullname; *q; q++) {
+				if (*q == '"' || *q == '\\')
+					strbuf_addc(&msg, '\\');
+				strbuf_addc(&msg, *q);
+			}
+			strbuf_addf(&msg, "\" <%s>\r\n", env.from);
+		}
 		else
 			strbuf_addf(&msg, "From: <%s>\r\n", env.from);
 	}

@@ -3,6 +3,7 @@
 #include "conf/config.h"
 #include "lib/strbuf.h"
 #include "lib/xalloc.h"
+#include "mail/address.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -11,7 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
-enum ktype { K_STR, K_LISTEN, K_SIZE, K_INT, K_DURATION, K_BOOL, K_NETS, K_ENUM };
+struct key;
+static const char *set_key_raw(struct config *c, const struct key *k, const char *val);
+
+enum ktype { K_STR, K_LISTEN, K_SIZE, K_INT, K_DURATION, K_BOOL, K_NETS, K_ENUM, K_DURLIST };
 
 struct key {
 	const char *name;
@@ -60,6 +64,30 @@ static const struct key keys[] = {
 	  "How often queue/pending is rescanned for files dropped in by hand (inotify catches most at once).", NULL },
 	{ "log_stderr", K_BOOL, O(log_stderr), "yes",
 	  "Write human-readable log lines to stderr besides var/log/events.jsonl.", NULL },
+	{ "dns_server", K_STR, O(dns_server), "",
+	  "DNS resolver(s) for remote delivery (MX, A, AAAA), comma-separated IP or IP@port, e.g. 127.0.0.1@5353. Empty = the name servers of /etc/resolv.conf.", NULL },
+	{ "relay_port", K_INT, O(relay_port), "25",
+	  "TCP port used to connect to MX hosts (25 on the Internet; tests use high ports).", NULL },
+	{ "smarthost", K_STR, O(smarthost), "",
+	  "Send remote mail through this relay host instead of the MX hosts: host, host:port or [IPv6]:port (port 25 if omitted). Empty = deliver directly.", NULL },
+	{ "smarthost_domains", K_STR, O(smarthost_domains), "",
+	  "Recipient domains sent through the smarthost, comma-separated (a leading dot matches subdomains). Empty = every remote domain.", NULL },
+	{ "smarthost_user", K_STR, O(smarthost_user), "",
+	  "User name for AUTH PLAIN/LOGIN at the smarthost; empty = no authentication.", NULL },
+	{ "smarthost_password_file", K_STR, O(smarthost_password_file), "",
+	  "File holding the smarthost password (first line), so it never sits in this file. Must not be readable by others (chmod 600).", NULL },
+	{ "retry_schedule", K_DURLIST, O(retry_schedule), "5m,10m,20m,40m,1h",
+	  "Waits between delivery attempts after a temporary failure; the last step repeats.", NULL },
+	{ "max_queue_lifetime", K_DURATION, O(max_queue_lifetime), "96h",
+	  "A message still undeliverable after this long is returned to the sender (bounce).", NULL },
+	{ "delay_warning", K_DURATION, O(delay_warning), "4h",
+	  "Send the sender one delay notice (DSN) when a message is still queued after this long; 0 = never.", NULL },
+	{ "smtp_client_timeout", K_DURATION, O(smtp_client_timeout), "5m",
+	  "Time allowed for each reply of a remote server (RFC 5321 4.5.3.2); twice this for the reply to the end of the message.", NULL },
+	{ "max_per_destination", K_INT, O(max_per_destination), "5",
+	  "Parallel outgoing connections per destination domain (or to the smarthost).", NULL },
+	{ "max_outbound", K_INT, O(max_outbound), "50",
+	  "Parallel outgoing SMTP connections in total.", NULL },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -111,6 +139,27 @@ int config_parse_duration(const char *s, int64_t *secs)
 	return 0;
 }
 
+int config_parse_duration_list(const char *s, int64_t *secs, int max)
+{
+	int n = 0;
+	char *copy = xstrdup(s), *save = NULL;
+	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		while (*t == ' ' || *t == '\t')
+			t++;
+		size_t l = strlen(t);
+		while (l > 0 && (t[l - 1] == ' ' || t[l - 1] == '\t'))
+			t[--l] = '\0';
+		int64_t v;
+		if (n == max || config_parse_duration(t, &v) < 0 || v <= 0) {
+			free(copy);
+			return -1;
+		}
+		secs[n++] = v;
+	}
+	free(copy);
+	return n > 0 ? n : -1;
+}
+
 static char *trim(char *s)
 {
 	while (isspace((unsigned char)*s))
@@ -128,12 +177,61 @@ static void listen_free(struct listen_list *l)
 	l->n = 0;
 }
 
+/* Lower bounds: a value that would switch a protection off or make the
+ * server refuse everything is a configuration error, not a choice. */
+static const struct {
+	const char *name;
+	int64_t min;
+	const char *why;
+} mins[] = {
+	{ "max_recipients", 1, "at least 1" },
+	{ "max_connections", 1, "at least 1" },
+	{ "max_connections_per_ip", 1, "at least 1" },
+	{ "max_line_length", 78, "at least 78 (RFC 5322 2.1.1)" },
+	{ "smtp_command_timeout", 1, "at least 1s (0 would disable it)" },
+	{ "smtp_data_timeout", 1, "at least 1s (0 would disable it)" },
+	{ "pop3_timeout", 1, "at least 1s (0 would disable it)" },
+	{ "max_hops", 1, "at least 1" },
+	{ "router_scan_interval", 1, "at least 1s" },
+};
+
+static const char *check_value(const struct config *c, const struct key *k)
+{
+	const char *base = (const char *)c;
+	for (size_t i = 0; i < sizeof(mins) / sizeof(mins[0]); i++) {
+		if (strcmp(mins[i].name, k->name) != 0)
+			continue;
+		if ((k->type == K_INT || k->type == K_DURATION) && *(const int64_t *)(base + k->off) < mins[i].min)
+			return mins[i].why;
+	}
+	if (strcmp(k->name, "max_message_size") == 0 && c->max_message_size < 1024)
+		return "at least 1K";
+	if (strcmp(k->name, "hostname") == 0 && c->hostname[0] && !address_domain_ok(c->hostname, false))
+		return "not a valid host name (letters, digits, '-' and dots)";
+	return NULL;
+}
+
 /* Sets one key; returns NULL or a static error text. */
 static const char *set_key(struct config *c, const struct key *k, const char *val)
+{
+	const char *err = set_key_raw(c, k, val);
+	return err ? err : check_value(c, k);
+}
+
+static const char *set_key_raw(struct config *c, const struct key *k, const char *val)
 {
 	char *base = (char *)c;
 	switch (k->type) {
 	case K_STR: {
+		char **p = (char **)(base + k->off);
+		free(*p);
+		*p = xstrdup(val);
+		return NULL;
+	}
+	case K_DURLIST: {
+		int64_t tmp[CONFIG_MAX_DURLIST];
+		if (config_parse_duration_list(val, tmp, CONFIG_MAX_DURLIST) < 0)
+			return "expected a comma-separated list of durations like 5m,10m,1h (each above zero)";
 		char **p = (char **)(base + k->off);
 		free(*p);
 		*p = xstrdup(val);
@@ -250,6 +348,12 @@ void config_free(struct config *c)
 {
 	free(c->hostname);
 	free(c->auth_plaintext);
+	free(c->dns_server);
+	free(c->smarthost);
+	free(c->smarthost_domains);
+	free(c->smarthost_user);
+	free(c->smarthost_password_file);
+	free(c->retry_schedule);
 	listen_free(&c->smtp_listen);
 	listen_free(&c->submission_listen);
 	listen_free(&c->pop3_listen);

@@ -12,6 +12,8 @@
 
 #define CONFIG_MAX_LISTEN 8
 #define CONFIG_MAX_NETS 64
+/* Steps in a duration list (retry_schedule). */
+#define CONFIG_MAX_DURLIST 32
 
 struct listen_list {
 	int n;
@@ -38,6 +40,19 @@ struct config {
 	int64_t max_hops;
 	int64_t router_scan_interval;
 	bool log_stderr;
+	/* remote delivery (mta/) */
+	char *dns_server;              /* "" = /etc/resolv.conf; "IP[@port],..." */
+	int64_t relay_port;            /* TCP port of MX hosts */
+	char *smarthost;               /* "" = off; "host[:port]" */
+	char *smarthost_domains;       /* "" = all; comma list */
+	char *smarthost_user;
+	char *smarthost_password_file;
+	char *retry_schedule;          /* "5m,10m,20m,40m,1h" */
+	int64_t max_queue_lifetime;
+	int64_t delay_warning;         /* 0 = off */
+	int64_t smtp_client_timeout;
+	int64_t max_per_destination;
+	int64_t max_outbound;
 };
 
 /* Fills defaults, then reads path if it exists (missing file = defaults).
@@ -50,5 +65,8 @@ const char *config_default_text(void);
 /* Parse helpers shared with the CLI. */
 int config_parse_size(const char *s, uint64_t *v);
 int config_parse_duration(const char *s, int64_t *secs);
+/* "5m,10m,1h" → up to max durations (each > 0) in secs[]; returns the
+ * count, or -1 when empty or malformed. */
+int config_parse_duration_list(const char *s, int64_t *secs, int max);
 
 #endif

@@ -11,6 +11,8 @@
  * SIGHUP: re-read posthorn.conf; a bad file is reported and the old
  * configuration stays in force. */
 #include "daemon/daemon.h"
+#include "admin/console.h"
+#include "admin/control.h"
 #include "lib/fsutil.h"
 #include "lib/io.h"
 #include "lib/log.h"
@@ -18,8 +20,10 @@
 #include "lib/strbuf.h"
 #include "lib/xalloc.h"
 #include "mail/address.h"
+#include "mta/mta.h"
 #include "pop3/pop3.h"
 #include "queue/committer.h"
+#include "queue/index.h"
 #include "queue/queue.h"
 #include "queue/router.h"
 #include "smtp/smtp.h"
@@ -59,6 +63,9 @@ struct listener {
 };
 
 static struct listener listeners[3 * CONFIG_MAX_LISTEN];
+/* Created by this start and not yet shown (see first_start_announce). */
+static char *new_postmaster;
+static char new_postmaster_pw[21];
 static int nlisteners;
 static struct evconnlistener *control_listener;
 static struct event *stop_timer;
@@ -223,16 +230,24 @@ static void on_accept(struct evconnlistener *ev, evutil_socket_t fd, struct sock
 }
 
 static void add_listeners(struct daemon *d, const struct listen_list *ll, enum listener_kind kind,
-                          const char *what)
+                          const char *what, const char *key)
 {
 	for (int i = 0; i < ll->n; i++) {
 		const char *err;
 		int fd = net_listen(ll->addr[i], &err);
-		if (fd < 0)
-			fatal("cannot listen on %s for %s: %s", ll->addr[i], what, err);
+		if (fd < 0) {
+			/* a port clash must not eat the one-time postmaster
+			 * password: undo the account, the next start makes it */
+			if (new_postmaster) {
+				const char *e2;
+				directory_user_del(d->dir, new_postmaster, &e2);
+				explicit_bzero(new_postmaster_pw, sizeof(new_postmaster_pw));
+			}
+			fatal("cannot listen on %s for %s (%s in %s): %s", ll->addr[i], what, key, d->config_path, err);
+		}
 		struct listener *l = &listeners[nlisteners++];
 		l->kind = kind;
-		l->addr = ll->addr[i];
+		l->addr = xstrdup(ll->addr[i]); /* the config may be reloaded and freed */
 		l->d = d;
 		l->ev = evconnlistener_new(d->base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, -1, fd);
 		if (l->ev == NULL)
@@ -246,6 +261,7 @@ static void add_listeners(struct daemon *d, const struct listen_list *ll, enum l
 struct control {
 	struct io *io;
 	struct daemon *d;
+	struct control_job *job; /* a console command (admin/control.h) */
 };
 
 static void control_status(struct daemon *d, struct strbuf *sb)
@@ -276,9 +292,18 @@ static void control_read(struct io *io, void *ctx)
 	struct control *c = ctx;
 	char *line;
 	size_t len;
-	int r = io_getline(io, 256, &line, &len);
+	if (c->job) {
+		control_job_input(c->job);
+		return;
+	}
+	int r = io_getline(io, CONSOLE_REQUEST_MAX, &line, &len);
 	if (r == 0)
 		return;
+	if (r > 0 && line[0] == '{') {
+		/* a console command: it writes to io from now on */
+		c->job = control_job_start(c->d, io, line);
+		return;
+	}
 	struct strbuf sb = STRBUF_INIT;
 	if (r > 0 && strcmp(line, "status") == 0)
 		control_status(c->d, &sb);
@@ -289,16 +314,27 @@ static void control_read(struct io *io, void *ctx)
 	io_close_when_flushed(io);
 }
 
+static void control_drained(struct io *io, void *ctx)
+{
+	struct control *c = ctx;
+	(void)io;
+	if (c->job)
+		control_job_drained(c->job);
+}
+
 static void control_closed(struct io *io, void *ctx, enum io_close_reason why)
 {
 	struct control *c = ctx;
 	(void)io;
 	(void)why;
+	if (c->job)
+		control_job_detach(c->job);
 	io_free(&c->io);
 	free(c);
 }
 
-static const struct io_handler control_io = { control_read, NULL, control_closed };
+static const struct io_handler control_io = { .read = control_read, .drained = control_drained,
+	                                      .closed = control_closed };
 
 static void on_control(struct evconnlistener *ev, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
@@ -341,7 +377,8 @@ static void stop_tick(evutil_socket_t fd, short what, void *arg)
 	struct daemon *d = arg;
 	(void)fd;
 	(void)what;
-	if (d->nconn <= 0 || time(NULL) >= stop_deadline)
+	/* outbound deliveries past their final dot get the grace too */
+	if ((d->nconn <= 0 && (d->mta == NULL || !mta_busy(d->mta))) || time(NULL) >= stop_deadline)
 		event_base_loopbreak(d->base);
 }
 
@@ -351,6 +388,8 @@ static void begin_stop(struct daemon *d, const char *why)
 		return;
 	d->stopping = true;
 	log_info("stopping (%s): closing listeners, finishing sessions", why);
+	if (d->mta)
+		mta_stop(d->mta);
 	for (int i = 0; i < nlisteners; i++) {
 		evconnlistener_free(listeners[i].ev);
 		listeners[i].ev = NULL;
@@ -377,11 +416,20 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		}
 		config_free(&d->cfg);
 		d->cfg = nc;
+		/* reopen the event log (log rotation: mv events.jsonl; kill -HUP) */
+		char lpath[PATH_MAX];
+		const char *lerr;
+		xsnprintf(lpath, sizeof(lpath), "%s/log/events.jsonl", d->data_dir);
+		if (log_open(lpath, !d->cfg.log_stderr, &lerr) < 0)
+			log_error("cannot reopen %s: %s", lpath, lerr);
 		struct event e;
 		event_begin(&e, "reload", NULL);
 		event_str(&e, "config", d->config_path);
 		event_end(&e);
-		log_info("configuration reloaded from %s (listener changes need a restart)", d->config_path);
+		log_info("configuration reloaded from %s (listener and hostname changes need a restart)",
+		         d->config_path);
+		if (d->mta)
+			mta_reload(d->mta);
 		return;
 	}
 	begin_stop(d, sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -422,13 +470,27 @@ static void first_start(struct daemon *d)
 	random_password(pw, sizeof(pw));
 	if (directory_user_add(d->dir, addr, pw, 0, &err) < 0)
 		fatal("cannot create %s: %s", addr, err);
-	printf("posthorn: first start: local domain %s\n", primary);
-	printf("posthorn: created %s with password: %s\n", addr, pw);
-	printf("posthorn: (shown once; change it with 'posthorn --data %s user passwd %s')\n", d->data_dir,
-	       addr);
-	fflush(stdout);
+	/* printed by first_start_announce() once the listeners are up */
+	new_postmaster = xstrdup(addr);
+	memcpy(new_postmaster_pw, pw, sizeof(pw));
 	explicit_bzero(pw, sizeof(pw));
 	free(primary);
+}
+
+/* The listeners are up: show the one-time password. */
+static void first_start_announce(struct daemon *d)
+{
+	if (new_postmaster == NULL)
+		return;
+	const char *domain = strchr(new_postmaster, '@') + 1;
+	printf("posthorn: first start: local domain %s\n", domain);
+	printf("posthorn: created %s with password: %s\n", new_postmaster, new_postmaster_pw);
+	printf("posthorn: (shown once; change it with 'posthorn --data %s user passwd %s')\n", d->data_dir,
+	       new_postmaster);
+	fflush(stdout);
+	explicit_bzero(new_postmaster_pw, sizeof(new_postmaster_pw));
+	free(new_postmaster);
+	new_postmaster = NULL;
 }
 
 static void clean_incoming(struct daemon *d)
@@ -467,6 +529,45 @@ static int pid_lock(struct daemon *d)
 	if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)n, 0) != n)
 		fatal("cannot write %s: %s", path, strerror(errno));
 	return fd;
+}
+
+/* Exclusive lock on queue/.lock while the daemon runs: a console command
+ * that gets the lock works on the files itself (offline); one that does
+ * not asks us over the control socket. A console command working offline
+ * holds it, and we wait for it to finish. */
+static int queue_lock(struct daemon *d)
+{
+	char path[PATH_MAX];
+	xsnprintf(path, sizeof(path), "%s/queue/.lock", d->data_dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		fatal("cannot open %s: %s", path, strerror(errno));
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		printf("posthorn: waiting for %s (a 'posthorn queue' command is working on the queue)\n", path);
+		fflush(stdout);
+		while (flock(fd, LOCK_EX) < 0)
+			if (errno != EINTR)
+				fatal("cannot lock %s: %s", path, strerror(errno));
+	}
+	return fd;
+}
+
+/* Router thread: a file left queue/pending (routed or set aside). */
+static void on_routed(void *arg, const char *id)
+{
+	struct daemon *d = arg;
+	if (d->index)
+		queue_index_remove_in(d->index, id, "pending");
+}
+
+/* Router thread: a message was written durably into queue/outbox. */
+static void on_outbox(void *arg, const char *id)
+{
+	struct daemon *d = arg;
+	if (d->index)
+		queue_index_put_file(d->index, "outbox", id);
+	if (d->mta)
+		mta_notify(d->mta, id);
 }
 
 static void on_committed(void *arg, const char *id)
@@ -545,12 +646,12 @@ int daemon_main(int argc, char **argv)
 		fatal("cannot open event log %s: %s", path, err);
 
 	int pidfd = pid_lock(d);
+	int qlockfd = queue_lock(d);
 
 	dir_path = xasprintf("%s/db/directory.sqlite", d->data_dir);
 	d->dir = directory_open(dir_path, true, &err);
 	if (d->dir == NULL)
 		fatal("cannot open directory %s: %s", dir_path, err);
-	first_start(d);
 	clean_incoming(d);
 
 	d->base = event_base_new();
@@ -567,10 +668,12 @@ int daemon_main(int argc, char **argv)
 	d->ipconn = xcalloc(1, sizeof(struct iptable));
 	d->started = (int64_t)time(NULL);
 
-	add_listeners(d, &d->cfg.smtp_listen, L_SMTP, "SMTP");
-	add_listeners(d, &d->cfg.submission_listen, L_SUBMISSION, "submission");
-	add_listeners(d, &d->cfg.pop3_listen, L_POP3, "POP3");
+	first_start(d);
+	add_listeners(d, &d->cfg.smtp_listen, L_SMTP, "SMTP", "smtp_listen");
+	add_listeners(d, &d->cfg.submission_listen, L_SUBMISSION, "submission", "submission_listen");
+	add_listeners(d, &d->cfg.pop3_listen, L_POP3, "POP3", "pop3_listen");
 	open_control(d);
+	first_start_announce(d);
 
 	d->workers = workers_new(d->base, DAEMON_WORKERS);
 	d->committer = committer_new(d->base, d->data_dir, DAEMON_COMMITTERS, on_committed, d);
@@ -581,8 +684,18 @@ int daemon_main(int argc, char **argv)
 		.scan_interval = (int)(d->cfg.router_scan_interval > 0 ? d->cfg.router_scan_interval : 5),
 		.max_message_size = d->cfg.max_message_size,
 	};
+	rc.on_outbox = on_outbox;
+	rc.on_routed = on_routed;
+	rc.hook_arg = d;
+	/* the queue index is read on a thread of its own: a huge queue does
+	 * not delay the start; console answers say "partial" meanwhile */
+	d->index = queue_index_new(d->data_dir);
+	queue_index_load_background(d->index);
+	/* before the router starts: it may hand over outbox files at once */
+	d->mta = mta_new(d, d->index);
 	d->router = router_new(&rc);
 	router_start(d->router);
+	mta_start(d->mta);
 
 
 	struct event e;
@@ -593,8 +706,14 @@ int daemon_main(int argc, char **argv)
 	event_end(&e);
 	char *primary = directory_primary_domain(d->dir);
 	printf("posthorn: serving %s (data %s, pid %d)\n", primary ? primary : "?", d->data_dir, (int)getpid());
-	printf("posthorn: add a user: posthorn --data %s user add alice@%s --password-stdin\n", d->data_dir,
-	       primary ? primary : "example.org");
+	if (directory_count_users(d->dir) <= 1)
+		printf("posthorn: add a user: posthorn --data %s user add alice@%s --password-stdin\n", d->data_dir,
+		       primary ? primary : "example.org");
+	if (d->cfg.nrelay > 0)
+		for (int i = 0; i < d->cfg.nrelay; i++)
+			if (d->cfg.relay_networks[i].bits == 0)
+				log_warn("relay_networks contains a /0 network: this server is an OPEN RELAY "
+				         "for every client that can reach it");
 	printf("posthorn: ready\n");
 	free(primary);
 
@@ -602,18 +721,24 @@ int daemon_main(int argc, char **argv)
 
 	/* every acknowledged message is already durable; finish in-flight work */
 	committer_free(&d->committer);
+	control_jobs_shutdown();
 	workers_free(&d->workers);
 	router_free(&d->router);
+	mta_free(&d->mta); /* after the router: no more mta_notify */
+	queue_index_free(&d->index); /* after everyone who updates it */
 	for (int i = 0; signums[i]; i++)
 		event_free(sigs[i]);
 	if (stop_timer)
 		event_free(stop_timer);
 	if (control_listener)
 		evconnlistener_free(control_listener);
+	for (int i = 0; i < nlisteners; i++)
+		free(listeners[i].addr);
 	xsnprintf(path, sizeof(path), "%s/run/control.sock", d->data_dir);
 	unlink(path);
 	xsnprintf(path, sizeof(path), "%s/run/posthorn.pid", d->data_dir);
 	unlink(path);
+	close(qlockfd);
 	close(pidfd);
 	event_begin(&e, "stop", NULL);
 	event_end(&e);

@@ -16,6 +16,8 @@
 struct committer;
 struct router;
 struct iptable;
+struct mta;
+struct queue_index;
 
 struct daemon {
 	struct event_base *base;
@@ -27,6 +29,8 @@ struct daemon {
 	struct workers *workers;    /* blocking jobs: crypt, SQLite writes */
 	struct committer *committer;
 	struct router *router;
+	struct mta *mta;            /* outbound delivery of queue/outbox */
+	struct queue_index *index;  /* the queue index (may be NULL) */
 	struct iptable *ipconn;
 	int64_t nconn;
 	int64_t started;

@@ -3,6 +3,7 @@
 #include "lib/strbuf.h"
 #include "lib/xalloc.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,10 @@ struct io {
 	bool closing;
 	bool discarding; /* inside an over-long line, dropping bytes to LF */
 	size_t drained_low;
+	struct event *deadline;
 	int timeout;
+	int error; /* errno of the socket error that closed us */
+	void (*connected)(struct io *io, void *ctx); /* io_connect() */
 };
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -51,6 +55,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct io *io = arg;
 	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		if (io->connected)
+			io->connected(io, io->ctx);
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		if (io->closing) {
 			io->h->closed(io, io->ctx, IO_ERROR);
@@ -63,8 +72,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		io->h->closed(io, io->ctx, IO_EOF);
 		return;
 	}
-	if (what & BEV_EVENT_ERROR)
+	if (what & BEV_EVENT_ERROR) {
+		io->error = EVUTIL_SOCKET_ERROR();
 		io->h->closed(io, io->ctx, IO_ERROR);
+	}
 }
 
 struct io *io_new(struct event_base *base, int fd, const struct io_handler *h, void *ctx)
@@ -84,11 +95,73 @@ struct io *io_new(struct event_base *base, int fd, const struct io_handler *h, v
 	return io;
 }
 
+struct io *io_connect(struct event_base *base, const struct sockaddr *sa, socklen_t salen, int timeout_secs,
+                      const struct io_handler *h, void (*connected)(struct io *io, void *ctx), void *ctx)
+{
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return NULL;
+	struct io *io = xcalloc(1, sizeof(*io));
+	io->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (io->bev == NULL)
+		panic("bufferevent_socket_new failed");
+	io->h = h;
+	io->ctx = ctx;
+	io->connected = connected;
+	strbuf_init(&io->line, 0);
+	bufferevent_setcb(io->bev, on_read, on_write, on_event, io);
+	bufferevent_setwatermark(io->bev, EV_READ, 0, IO_INPUT_HIGH);
+	/* the write timeout covers the connect itself */
+	io_set_timeout(io, timeout_secs);
+	if (bufferevent_socket_connect(io->bev, sa, (int)salen) < 0) {
+		int e = errno ? errno : ECONNREFUSED;
+		bufferevent_free(io->bev);
+		strbuf_free(&io->line);
+		free(io);
+		errno = e;
+		return NULL;
+	}
+	bufferevent_enable(io->bev, EV_READ | EV_WRITE);
+	return io;
+}
+
+int io_error(const struct io *io)
+{
+	return io->error;
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct io *io = arg;
+	(void)fd;
+	(void)what;
+	io->h->closed(io, io->ctx, io->closing ? IO_ERROR : IO_TIMEOUT);
+}
+
+void io_set_deadline_ms(struct io *io, long ms)
+{
+	if (io->deadline == NULL)
+		io->deadline = evtimer_new(bufferevent_get_base(io->bev), on_deadline, io);
+	if (ms <= 0) {
+		evtimer_del(io->deadline);
+		return;
+	}
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	evtimer_add(io->deadline, &tv);
+}
+
+void io_set_deadline(struct io *io, int secs)
+{
+	io_set_deadline_ms(io, secs > 0 ? (long)secs * 1000 : 0);
+}
+
 void io_free(struct io **iop)
 {
 	struct io *io = *iop;
 	if (io == NULL)
 		return;
+	if (io->deadline)
+		event_free(io->deadline);
 	bufferevent_free(io->bev);
 	strbuf_free(&io->line);
 	free(io);

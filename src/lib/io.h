@@ -10,6 +10,7 @@
 #define LIB_IO_H
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
 #include <event2/event.h>
 
 struct io;
@@ -34,6 +35,16 @@ struct io_handler {
 
 struct io *io_new(struct event_base *base, int fd, const struct io_handler *h, void *ctx);
 void io_free(struct io **io);
+/* Outgoing connection (non-blocking, close-on-exec) to sa: connected()
+ * or h->closed(IO_ERROR / IO_TIMEOUT) follows. timeout_secs bounds the
+ * connect itself; set the command timeout with io_set_timeout() once
+ * connected. Returns NULL with errno set when the connect fails at once
+ * (no route, address family not supported). */
+struct io *io_connect(struct event_base *base, const struct sockaddr *sa, socklen_t salen, int timeout_secs,
+                      const struct io_handler *h, void (*connected)(struct io *io, void *ctx), void *ctx);
+/* errno of the socket error that ended the connection (0 if none), for
+ * "connect to ...: Connection refused". */
+int io_error(const struct io *io);
 
 /* Next input line without its CRLF/LF, NUL-terminated, valid until the
  * next io_* call. Returns 1 with a line, 0 if no complete line yet, -1 if
@@ -51,6 +62,12 @@ size_t io_output_len(struct io *io);
 
 /* Read timeout in seconds (0: none). */
 void io_set_timeout(struct io *io, int secs);
+/* Deadline in seconds from now for the whole current step (a command line
+ * or a DATA phase), however slowly bytes trickle in: the read timeout
+ * restarts with every byte, this does not (slowloris defence). On expiry
+ * closed(IO_TIMEOUT) is called. 0 cancels. */
+void io_set_deadline(struct io *io, int secs);
+void io_set_deadline_ms(struct io *io, long ms);
 /* Stop/restart delivering read callbacks (input keeps buffering up to the
  * kernel's window; nothing is lost). */
 void io_pause(struct io *io);

@@ -130,6 +130,26 @@ static size_t utf8_seq_len(const unsigned char *p)
 	return n;
 }
 
+bool utf8_valid(const char *p, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	for (size_t i = 0; i < n;) {
+		if (u[i] < 0x80) {
+			i++;
+			continue;
+		}
+		/* utf8_seq_len reads at most 4 bytes: keep it inside p[0..n) */
+		unsigned char tmp[4] = { 0, 0, 0, 0 };
+		size_t k = n - i < 4 ? n - i : 4;
+		memcpy(tmp, u + i, k);
+		size_t l = utf8_seq_len(tmp);
+		if (l == 0)
+			return false;
+		i += l;
+	}
+	return true;
+}
+
 void strbuf_add_json_str(struct strbuf *sb, const char *s)
 {
 	strbuf_addc(sb, '"');

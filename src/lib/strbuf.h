@@ -26,6 +26,8 @@ void strbuf_truncate(struct strbuf *sb, size_t len);
 /* Hands the buffer to the caller (never NULL) and reinitialises sb. */
 char *strbuf_detach(struct strbuf *sb, size_t *len_r);
 void strbuf_free(struct strbuf *sb);
+/* Is p[0..n) valid UTF-8 (no overlongs, no surrogates)? */
+bool utf8_valid(const char *p, size_t n);
 /* Appends s as a JSON string literal, quotes included. */
 void strbuf_add_json_str(struct strbuf *sb, const char *s);
 

@@ -167,6 +167,10 @@ static const char *parse_mailbox(const char *p, bool utf8, struct mail_address *
 		goto fail;
 	}
 	p = e;
+	if (utf8 && (!utf8_valid(local.s ? local.s : "", local.len) || !utf8_valid(dom.s, dom.len))) {
+		*error_r = "invalid UTF-8 in address";
+		goto fail;
+	}
 	a->local = local.s ? strbuf_detach(&local, NULL) : xstrdup("");
 	a->domain = strbuf_detach(&dom, NULL);
 	address_lower(a->domain);

@@ -36,5 +36,15 @@ void mta_unclaim(struct mta *m, const char *id);
 /* Deliver now: forget the back-off and any cached route, for one message
  * or (id == NULL) the whole outbox. Returns how many were rescheduled. */
 int mta_retry(struct mta *m, const char *id);
+/* Forgets a message the console took out of the outbox (deleted, held,
+ * requeued, quarantined) after claiming it. false if unknown or in flight. */
+bool mta_forget(struct mta *m, const char *id);
+
+/* Loop thread only. */
+/* Re-reads the delivery settings from the daemon's configuration (SIGHUP);
+ * a bad value keeps the old settings. dns_server needs a restart. */
+void mta_reload(struct mta *m);
+/* Deliveries or file work still in flight (a graceful stop waits). */
+bool mta_busy(struct mta *m);
 
 #endif

@@ -159,9 +159,8 @@ int smtp_parse_mail(const char *args, struct smtp_mail_args *m, const char **rep
 				goto fail;
 			}
 			m->smtputf8 = true;
-		} else if (key_is(&pr, "AUTH") || key_is(&pr, "RET") || key_is(&pr, "ENVID")) {
-			/* RFC 4954 AUTH=, RFC 3461 DSN: accepted and ignored
-			 * (DSN is not advertised; ignoring is safe). */
+		} else if (key_is(&pr, "AUTH")) {
+			/* RFC 4954 5: AUTH= is accepted and ignored */
 		} else {
 			*reply_r = "555 5.5.4 Unsupported MAIL parameter";
 			goto fail;
@@ -195,8 +194,7 @@ int smtp_parse_rcpt(const char *args, bool smtputf8, struct mail_address *a, con
 			*reply_r = "501 5.5.4 Bad parameter syntax";
 			return -1;
 		}
-		if (key_is(&pr, "NOTIFY") || key_is(&pr, "ORCPT"))
-			continue; /* RFC 3461, not advertised: ignored */
+		/* no RCPT parameter is advertised (DSN is not): RFC 5321 4.1.1.11 */
 		address_free(a);
 		*reply_r = "555 5.5.4 Unsupported RCPT parameter";
 		return -1;

@@ -50,7 +50,7 @@
 
 struct todo {
 	char *name;
-	bool complete_hint; /* inotify/committer: the file is complete */
+	bool complete_hint; /* moved in (inotify IN_MOVED_TO) or committed: complete */
 	bool recover;       /* found at start-up: we may have crashed half-way */
 };
 
@@ -69,6 +69,9 @@ struct router {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool stop;
+	int paused;              /* router_pause() depth: no new file is started */
+	int busy;                /* files in a delivery thread's hands */
+	pthread_cond_t idle;     /* busy fell to 0 (router_pause waits on it) */
 	struct todo *q;          /* FIFO: q[qhead..qn) */
 	size_t qhead, qn, qcap;
 	struct strset queued;    /* names queued or being handled: never twice at once */
@@ -88,6 +91,7 @@ struct router *router_new(const struct router_conf *conf)
 	r->conf.hostname = r->hostname;
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cv, NULL);
+	pthread_cond_init(&r->idle, NULL);
 	strset_init(&r->queued);
 	strset_init(&r->retry);
 	r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -132,6 +136,23 @@ void router_notify(struct router *r, const char *id)
 	if (write(r->efd, &one, sizeof(one)) < 0) {
 		/* cannot overflow in practice */
 	}
+}
+
+void router_pause(struct router *r)
+{
+	pthread_mutex_lock(&r->mu);
+	r->paused++;
+	while (r->busy > 0)
+		pthread_cond_wait(&r->idle, &r->mu);
+	pthread_mutex_unlock(&r->mu);
+}
+
+void router_resume(struct router *r)
+{
+	pthread_mutex_lock(&r->mu);
+	if (r->paused > 0 && --r->paused == 0)
+		pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
 }
 
 void router_stats(struct router *r, uint64_t *d, uint64_t *rl, uint64_t *l)
@@ -226,6 +247,8 @@ static void lost_found(struct router *r, const char *name, const char *why)
 		fsutil_fsync_dir(dir);
 		const char *slash = strrchr(to, '/');
 		event_str(&e, "moved_to", slash ? slash + 1 : to);
+		if (r->conf.on_routed)
+			r->conf.on_routed(r->conf.hook_arg, name);
 	}
 	event_end(&e);
 	count(r, &r->n_lost);
@@ -280,11 +303,21 @@ static char *pickup_addr(const char *s, size_t n, bool allow_null)
 	return out;
 }
 
+struct rcpt_collect {
+	struct strv *v;
+	bool overflow; /* more than ROUTER_PICKUP_RCPT_MAX distinct recipients */
+};
+
 static void collect_rcpt(const char *addr, void *arg)
 {
-	struct strv *v = arg;
-	if (v->n < ROUTER_PICKUP_RCPT_MAX && !strv_contains(v, addr))
-		strv_add(v, addr);
+	struct rcpt_collect *c = arg;
+	if (strv_contains(c->v, addr))
+		return;
+	if (c->v->n >= ROUTER_PICKUP_RCPT_MAX) {
+		c->overflow = true;
+		return;
+	}
+	strv_add(c->v, addr);
 }
 
 static void collect_hdr_rcpts(const char *value, size_t len, void *arg)
@@ -368,6 +401,10 @@ static int pickup(struct router *r, const char *name, const char *data, size_t l
 			if (!strv_contains(&env.rcpt, a))
 				strv_add(&env.rcpt, a);
 			free(a);
+			if (env.rcpt.n > ROUTER_PICKUP_RCPT_MAX) {
+				why = "classic pending file: more than 1000 RCPT: lines (use several files)";
+				goto lost;
+			}
 			save = pos;
 		}
 		pos = save;
@@ -395,9 +432,15 @@ static int pickup(struct router *r, const char *name, const char *data, size_t l
 		}
 		struct strbuf crlf = STRBUF_INIT;
 		message_to_crlf(data + pos, len - pos, &crlf);
-		message_header_each(crlf.s, crlf.len, "To", collect_hdr_rcpts, &env.rcpt);
-		message_header_each(crlf.s, crlf.len, "Cc", collect_hdr_rcpts, &env.rcpt);
-		message_header_each(crlf.s, crlf.len, "Bcc", collect_hdr_rcpts, &env.rcpt);
+		struct rcpt_collect rc = { &env.rcpt, false };
+		message_header_each(crlf.s, crlf.len, "To", collect_hdr_rcpts, &rc);
+		message_header_each(crlf.s, crlf.len, "Cc", collect_hdr_rcpts, &rc);
+		message_header_each(crlf.s, crlf.len, "Bcc", collect_hdr_rcpts, &rc);
+		if (rc.overflow) {
+			strbuf_free(&crlf);
+			why = "more than 1000 recipients in To:, Cc: and Bcc: (use several files)";
+			goto lost;
+		}
 		message_header_each(crlf.s, crlf.len, "Sender", first_hdr_addr, &env.from);
 		if (env.from == NULL)
 			message_header_each(crlf.s, crlf.len, "From", first_hdr_addr, &env.from);
@@ -594,6 +637,33 @@ static int route_queue_file(struct router *r, struct directory *dir, const char 
 }
 
 /* Handles one name from the todo list. */
+/* Is a file in pending complete? A posthorn queue file says so itself
+ * (end marker; checked by the parser), so it is always "settled". Any
+ * other file is taken once it was moved in (rename is atomic) or has not
+ * changed for ROUTER_SETTLE_SECS, and only when nobody holds it open for
+ * writing: a read lease (fcntl F_SETLEASE) is refused with EAGAIN while
+ * a writer has it open. Without the privilege for leases (not the file's
+ * owner, no CAP_LEASE) the settle time alone decides. */
+static bool file_settled(const char *path, const struct stat *st, const struct todo *t)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return false;
+	char head[sizeof(QUEUE_MAGIC)];
+	ssize_t n = read(fd, head, sizeof(head) - 1);
+	if (n == (ssize_t)strlen(QUEUE_MAGIC) && memcmp(head, QUEUE_MAGIC, (size_t)n) == 0) {
+		close(fd);
+		return true;
+	}
+	bool ok = t->complete_hint || time(NULL) - st->st_mtime >= ROUTER_SETTLE_SECS;
+	if (ok && fcntl(fd, F_SETLEASE, F_RDLCK) == 0)
+		fcntl(fd, F_SETLEASE, F_UNLCK);
+	else if (ok && errno == EAGAIN)
+		ok = false; /* open for writing by someone */
+	close(fd);
+	return ok;
+}
+
 static void handle(struct router *r, struct directory *dir, const struct todo *t)
 {
 	char path[PATH_MAX];
@@ -606,14 +676,20 @@ static void handle(struct router *r, struct directory *dir, const struct todo *t
 		return;
 	}
 	time_t age = time(NULL) - st.st_mtime;
-	uint64_t limit = r->conf.max_message_size + QUEUE_ENVELOPE_MAX + 1024 * 1024;
-	if ((uint64_t)st.st_size > limit * 2) {
-		lost_found(r, t->name, "file too large for a message");
+	/* a message may not exceed max_message_size, whatever road it takes;
+	 * a queue file adds its envelope, our Received: line and trailer */
+	uint64_t limit = r->conf.max_message_size + QUEUE_ENVELOPE_MAX + 64 * 1024;
+	if ((uint64_t)st.st_size > limit) {
+		lost_found(r, t->name, "larger than max_message_size");
+		return;
+	}
+	if (!file_settled(path, &st, t)) {
+		/* someone may still be writing: a later pass takes it */
 		return;
 	}
 	char *data;
 	size_t len;
-	if (fsutil_read_file(path, (size_t)limit * 2, &data, &len) < 0) {
+	if (fsutil_read_file(path, (size_t)limit, &data, &len) < 0) {
 		if (errno != ENOENT)
 			log_error("router: cannot read %s: %s", path, strerror(errno));
 		return;
@@ -645,12 +721,14 @@ static void handle(struct router *r, struct directory *dir, const struct todo *t
 					strset_add(&r->retry, t->name);
 				}
 				pthread_mutex_unlock(&r->mu);
+				if (rr == 0 && r->conf.on_routed)
+					r->conf.on_routed(r->conf.hook_arg, t->name);
 			}
 			queue_env_free(&env);
 		}
-	} else if (len == 0 && age < ROUTER_SETTLE_SECS && !t->complete_hint) {
-		/* being created right now */
-	} else if (t->complete_hint || age >= ROUTER_SETTLE_SECS) {
+	} else if (len > r->conf.max_message_size) {
+		lost_found(r, t->name, "larger than max_message_size");
+	} else {
 		pickup(r, t->name, data, len);
 	}
 	free(data);
@@ -669,7 +747,10 @@ static void drain_inotify(struct router *r)
 				r->iwd = -1;
 				watch_pending(r);
 			} else if (ev->len > 0 && !name_skipped(ev->name)) {
-				enqueue(r, ev->name, true, false);
+				/* a rename is atomic: the file is complete; after a
+				 * close the writer may come back (shell >>), so that
+				 * is only a wake-up and the settle time decides */
+				enqueue(r, ev->name, (ev->mask & IN_MOVED_TO) != 0, false);
 			}
 			p += sizeof(struct inotify_event) + ev->len;
 		}
@@ -690,14 +771,17 @@ static void *deliver_main(void *arg)
 	}
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
-		while (r->qhead == r->qn && !r->stop)
+		while ((r->qhead == r->qn || r->paused > 0) && !r->stop)
 			pthread_cond_wait(&r->cv, &r->mu);
 		if (r->stop)
 			break;
 		struct todo t = r->q[r->qhead++];
+		r->busy++;
 		pthread_mutex_unlock(&r->mu);
 		handle(r, dir, &t);
 		pthread_mutex_lock(&r->mu);
+		if (--r->busy == 0)
+			pthread_cond_broadcast(&r->idle);
 		strset_remove(&r->queued, t.name);
 		free(t.name);
 	}
@@ -781,6 +865,7 @@ void router_free(struct router **rp)
 		close(r->ifd);
 	close(r->efd);
 	pthread_cond_destroy(&r->cv);
+	pthread_cond_destroy(&r->idle);
 	pthread_mutex_destroy(&r->mu);
 	free(r->data_dir);
 	free(r->hostname);

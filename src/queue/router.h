@@ -26,6 +26,10 @@ struct router_conf {
 	/* Called (on a router thread) after a message was written durably
 	 * into queue/outbox: the daemon tells the queue index and the MTA. */
 	void (*on_outbox)(void *arg, const char *id);
+	/* Called (on a router thread) when a file has left queue/pending
+	 * (routed, or moved to lost+found): the daemon tells the queue index.
+	 * May be NULL. */
+	void (*on_routed)(void *arg, const char *id);
 	void *hook_arg;
 };
 
@@ -36,6 +40,12 @@ void router_start(struct router *r);
 void router_notify(struct router *r, const char *id);
 /* Finishes the message in hand, then stops and frees. */
 void router_free(struct router **r);
+/* Lets the console move or delete files in queue/pending safely: returns
+ * once no file is being routed, and none is started until
+ * router_resume() (new names keep queueing; nothing is lost). Nests.
+ * Blocking: call it from a worker thread, never the event loop. */
+void router_pause(struct router *r);
+void router_resume(struct router *r);
 /* Counters for status (thread-safe snapshot). */
 void router_stats(struct router *r, uint64_t *delivered_r, uint64_t *relayed_r, uint64_t *lost_r);
 

@@ -52,6 +52,8 @@ int queue_state_save(const char *data_dir, const char *folder, const char *id,
 /* Removes folder/<id>.st if present. */
 void queue_state_remove(const char *data_dir, const char *folder, const char *id);
 void queue_state_free(struct queue_state *st);
+/* The file text for st (what queue_state_save writes); xmalloc'd. */
+char *queue_state_format(const struct queue_state *st, size_t *len_r);
 const char *rcpt_status_name(enum rcpt_status s);
 
 #endif

@@ -47,6 +47,9 @@
 #define SMTP_AUTH_FAIL_DELAY_MS 1000
 /* HELO argument kept for logs and Received: (longer is cut). */
 #define SMTP_HELO_MAX 255
+/* Bytes per second a client must average inside DATA/BDAT (Postfix
+ * smtpd_min_data_rate default). */
+#define SMTP_MIN_DATA_RATE 500.0
 /* Head of the message kept in memory to count Received: hops. */
 #define SMTP_HEAD_KEEP (64 * 1024)
 
@@ -103,6 +106,7 @@ struct smtp_session {
 	const char *bdat_reply; /* reply for a refused chunk */
 	bool bdat_txn;          /* a BDAT transaction is open */
 	bool close_after_commit;
+	double data_deadline;
 	int64_t started;
 	struct smtp_session *prev, *next;
 };
@@ -145,12 +149,42 @@ static void ev_reject(struct smtp_session *s, const char *cmd, const char *why, 
 	s->d->n_rejected++;
 }
 
+static double now_secs(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static void set_state(struct smtp_session *s, enum smtp_state st)
 {
+	bool was_data = s->state == SMTP_STATE_DATA || s->state == SMTP_STATE_BDAT;
+	bool data = st == SMTP_STATE_DATA || st == SMTP_STATE_BDAT;
 	s->state = st;
-	int t = (st == SMTP_STATE_DATA || st == SMTP_STATE_BDAT) ? (int)s->d->cfg.smtp_data_timeout
-	                                                          : (int)s->d->cfg.smtp_command_timeout;
+	int t = data ? (int)s->d->cfg.smtp_data_timeout : (int)s->d->cfg.smtp_command_timeout;
 	io_set_timeout(s->io, t);
+	if (data && !was_data) {
+		/* the DATA phase as a whole has a deadline too, extended by
+		 * SMTP_MIN_DATA_RATE for what arrives (data_progress) */
+		s->data_deadline = now_secs() + t;
+		io_set_deadline(s->io, t);
+	} else if (!data) {
+		io_set_deadline(s->io, (int)s->d->cfg.smtp_command_timeout);
+	}
+}
+
+/* Credits received message bytes against the DATA deadline: a client
+ * must keep up SMTP_MIN_DATA_RATE on average (Postfix's
+ * smtpd_min_data_rate), so one byte every few seconds cannot hold a
+ * session for ever, while an idle client is cut off by the read timeout. */
+static void data_progress(struct smtp_session *s, size_t n)
+{
+	double now = now_secs(), t = (double)s->d->cfg.smtp_data_timeout;
+	s->data_deadline += (double)n / SMTP_MIN_DATA_RATE;
+	if (s->data_deadline > now + t)
+		s->data_deadline = now + t;
+	long left_ms = (long)((s->data_deadline - now) * 1000);
+	io_set_deadline_ms(s->io, left_ms > 0 ? left_ms : 1); /* 1 ms: expired, fire now */
 }
 
 static void txn_reset(struct smtp_session *s)
@@ -228,6 +262,8 @@ static char *clean_helo(const char *arg)
 
 static void cmd_helo(struct smtp_session *s, const char *arg, bool ehlo)
 {
+	while (*arg == ' ' || *arg == '\t')
+		arg++;
 	if (*arg == '\0') {
 		reply(s, "501 5.5.4 Syntax: %s hostname", ehlo ? "EHLO" : "HELO");
 		count_error(s);
@@ -345,6 +381,7 @@ static void auth_check(struct smtp_session *s, const char *login, const char *pa
 	j->password = xstrdup(password);
 	set_state(s, SMTP_STATE_AUTHWAIT);
 	io_set_timeout(s->io, 0);
+	io_set_deadline(s->io, 0);
 	io_pause(s->io);
 	workers_submit(s->d->workers, auth_job_run, auth_job_done, j);
 }
@@ -569,8 +606,28 @@ static void cmd_rcpt(struct smtp_session *s, const char *arg)
 		}
 		break;
 	}
-	case DIR_RCPT_ALIAS:
+	case DIR_RCPT_ALIAS: {
+		/* an alias that leads nowhere (a loop, only unknown targets)
+		 * is refused now rather than accepted and dropped later */
+		struct strv loc = { 0 }, rem = { 0 }, unk = { 0 };
+		const char *xerr;
+		int xr = directory_expand(s->d->dir, addr, &loc, &rem, &unk, &xerr);
+		bool empty = xr == 0 && loc.n == 0 && rem.n == 0;
+		strv_free(&loc);
+		strv_free(&rem);
+		strv_free(&unk);
+		if (xr < 0 && strncmp(xerr, "alias ", 6) != 0) {
+			reply(s, "451 4.3.0 Temporary directory failure");
+			ev_reject(s, "RCPT", "directory error", addr);
+			goto out;
+		}
+		if (xr < 0 || empty) {
+			reply(s, "550 5.4.6 <%s>: Alias loop or no deliverable target", addr);
+			ev_reject(s, "RCPT", xr < 0 ? xerr : "alias without deliverable target", addr);
+			goto out;
+		}
 		break;
+	}
 	}
 	if (!strv_contains(&s->rcpts, addr))
 		strv_add(&s->rcpts, addr);
@@ -744,6 +801,7 @@ static void txn_end(struct smtp_session *s)
 	c->size = s->msg_size;
 	set_state(s, SMTP_STATE_WAIT);
 	io_set_timeout(s->io, 0);
+	io_set_deadline(s->io, 0);
 	io_pause(s->io);
 	committer_submit(s->d->committer, &s->w, commit_done, c);
 }
@@ -785,6 +843,7 @@ static void data_input(struct smtp_session *s)
 	if (avail == 0)
 		return;
 	size_t used = smtp_data_feed(&s->data, p, avail, &s->out);
+	data_progress(s, used);
 	if (s->out.len) {
 		txn_write(s, s->out.s, s->out.len);
 		strbuf_reset(&s->out);
@@ -826,7 +885,11 @@ static void cmd_bdat(struct smtp_session *s, const char *arg)
 	s->bdat_left = size;
 	s->bdat_last = last;
 	s->bdat_refused = false;
-	if (!s->has_mail) {
+	if (!s->esmtp) {
+		/* CHUNKING is an ESMTP extension (RFC 3030 2) */
+		s->bdat_refused = true;
+		s->bdat_reply = "503 5.5.1 Send EHLO first";
+	} else if (!s->has_mail) {
 		s->bdat_refused = true;
 		s->bdat_reply = "503 5.5.1 Need MAIL command";
 	} else if (s->rcpts.n == 0) {
@@ -855,6 +918,7 @@ static void bdat_input(struct smtp_session *s)
 		}
 		io_consume(s->io, n);
 		s->bdat_left -= n;
+		data_progress(s, n);
 	}
 	if (s->bdat_left > 0)
 		return;
@@ -942,6 +1006,11 @@ static void command(struct smtp_session *s, char *line, size_t len)
 		close_session(s);
 		break;
 	case SMTP_VRFY:
+		if (cmd.args[strspn(cmd.args, " ")] == '\0') {
+			reply(s, "501 5.5.4 Syntax: VRFY address");
+			count_error(s);
+			break;
+		}
 		reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
 		break;
 	case SMTP_EXPN:
@@ -951,7 +1020,8 @@ static void command(struct smtp_session *s, char *line, size_t len)
 		cmd_help(s);
 		break;
 	case SMTP_AUTH:
-		if (s->state == SMTP_STATE_INIT) {
+		if (s->state == SMTP_STATE_INIT || !s->esmtp) {
+			/* AUTH is an ESMTP extension (RFC 4954 4) */
 			reply(s, "503 5.5.1 Send EHLO first");
 			count_error(s);
 			break;
@@ -1007,6 +1077,8 @@ static void on_read(struct io *io, void *ctx)
 				set_state(s, SMTP_STATE_READY);
 			continue;
 		}
+		/* a complete line: the next one gets a fresh deadline */
+		io_set_deadline(s->io, (int)s->d->cfg.smtp_command_timeout);
 		if (s->state == SMTP_STATE_AUTH)
 			auth_response(s, line);
 		else

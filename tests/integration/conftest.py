@@ -20,6 +20,7 @@ import signal
 import smtplib
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -54,6 +55,24 @@ def posthorn_bin():
     pytest.exit("POSTHORN_BIN is not set and no build/asan/posthorn or build/posthorn exists", 2)
 
 
+# dns_server for servers that have no DNS of their own: a closed port on
+# loopback, so no test ever queries the machine's resolver.
+DEAD_DNS = "127.0.0.1@1"
+_key_cache = {}
+
+
+def binary_has_key(binary, key):
+    """Does this posthorn build know the configuration key? (Keys are
+    added by releases; unknown keys stop the server.)"""
+    k = (binary, key)
+    if k not in _key_cache:
+        try:
+            _key_cache[k] = key.encode() + b"\0" in Path(binary).read_bytes()
+        except OSError:
+            _key_cache[k] = False
+    return _key_cache[k]
+
+
 def corpus_dir():
     for cand in (REPO.parent / "shared/corpus", Path("/work/shared/corpus")):
         if (cand / "eml").is_dir():
@@ -76,9 +95,9 @@ def free_ports(n):
     return list(ports)
 
 
-def port_open(port):
+def port_open(port, host="127.0.0.1"):
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
+        with socket.create_connection((host, port), timeout=1):
             return True
     except OSError:
         return False
@@ -168,6 +187,7 @@ class Server:
         self.data.mkdir(parents=True, exist_ok=True)
         self.san.mkdir(exist_ok=True)
         self.bin = posthorn_bin()
+        self.smtp_host = "127.0.0.1"
         self.smtp_port, self.sub_port, self.pop3_port = free_ports(3)
         self.proc = None
         self.logf = None
@@ -175,21 +195,38 @@ class Server:
         self._domain = None
         self._postmaster_pw = None
         self.starts = 0
+        self.log_offset = 0  # check_health looks at serve.log from here on
         if write_conf:
             self.write_conf(conf_extra)
 
     # ---- configuration -------------------------------------------------
-    def base_conf(self):
-        return (
-            "# written by tests/integration/conftest.py\n"
-            f"smtp_listen = 127.0.0.1:{self.smtp_port}\n"
-            f"submission_listen = 127.0.0.1:{self.sub_port}\n"
-            f"pop3_listen = 127.0.0.1:{self.pop3_port}\n"
-            "router_scan_interval = 1s\n"
-        )
+    def base_conf(self, extra=""):
+        """The harness's keys, minus those that extra sets itself (a key set
+        twice is an error). smtp_listen in extra moves the SMTP listener
+        (e.g. a second server as a remote MX on 127.0.0.5:relay_port)."""
+        given = set(re.findall(r"(?m)^[ \t]*([A-Za-z0-9_]+)[ \t]*=", extra))
+        m = re.search(r"(?m)^[ \t]*smtp_listen[ \t]*=[ \t]*([0-9.]+):([0-9]+)", extra)
+        if m:
+            self.smtp_host, self.smtp_port = m.group(1), int(m.group(2))
+        keys = [
+            ("smtp_listen", f"127.0.0.1:{self.smtp_port}"),
+            ("submission_listen", f"127.0.0.1:{self.sub_port}"),
+            ("pop3_listen", f"127.0.0.1:{self.pop3_port}"),
+            ("router_scan_interval", "1s"),
+        ]
+        if binary_has_key(self.bin, "dns_server"):
+            # Never the machine's resolver: a test that wants DNS starts
+            # its own (mailnet fixture); every other remote domain fails
+            # to resolve at once on a dead loopback port and stays queued.
+            keys.append(("dns_server", DEAD_DNS))
+        out = "# written by tests/integration/conftest.py\n"
+        for k, v in keys:
+            if k not in given:
+                out += f"{k} = {v}\n"
+        return out
 
     def write_conf(self, extra=""):
-        (self.data / "posthorn.conf").write_text(self.base_conf() + extra)
+        (self.data / "posthorn.conf").write_text(self.base_conf(extra) + extra)
 
     def env(self):
         env = dict(os.environ)
@@ -201,13 +238,15 @@ class Server:
         return env
 
     # ---- life cycle ----------------------------------------------------
-    def start(self, wait=True):
+    def start(self, wait=True, wrap=()):
+        """Starts `posthorn serve` (behind the command prefix wrap, e.g.
+        unshare -n) and by default waits until all three ports accept."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.logf = open(self.log_path, "ab")
         self.logf.write(f"\n===== start #{self.starts + 1} =====\n".encode())
         self.logf.flush()
         self.proc = subprocess.Popen(
-            [self.bin, "serve", "--data", str(self.data)],
+            [*wrap, self.bin, "serve", "--data", str(self.data)],
             stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
             env=self.env(), cwd=str(self.root))
         self.starts += 1
@@ -218,8 +257,9 @@ class Server:
 
     def wait_listening(self):
         deadline = time.monotonic() + START_TIMEOUT
-        for port in (self.smtp_port, self.sub_port, self.pop3_port):
-            while not port_open(port):
+        for host, port in ((self.smtp_host, self.smtp_port), ("127.0.0.1", self.sub_port),
+                           ("127.0.0.1", self.pop3_port)):
+            while not port_open(port, host):
                 if self.proc.poll() is not None:
                     self.expected_exit = True
                     pytest.fail(f"posthorn serve exited with {self.proc.returncode} during start\n" + self.log_text())
@@ -289,13 +329,32 @@ class Server:
         if self.san_reports():
             problems.append("sanitizer report(s): " + ", ".join(p.name for p in self.san_reports()))
         try:
-            log = self.log_path.read_text(errors="replace")
+            log = self.log_path.read_bytes()[self.log_offset:].decode(errors="replace")
         except OSError:
             log = ""
         m = SAN_MARKERS.search(log)
         if m:
             problems.append(f"sanitizer report in serve.log: {log[max(0, m.start() - 200):m.start() + 300]!r}")
         return problems
+
+    def revive(self):
+        """After a failure was reported: set old sanitizer reports and log
+        aside and start again on the same data (module-scoped servers)."""
+        if self.alive():
+            return
+        old = self.root / "san-seen"
+        old.mkdir(exist_ok=True)
+        for p in self.san_reports():
+            os.rename(p, old / p.name)
+        try:
+            self.log_offset = self.log_path.stat().st_size
+        except OSError:
+            self.log_offset = 0
+        self.start()
+
+    def _dead_fail(self, what):
+        if self.proc is not None and not self.alive() and not self.expected_exit:
+            pytest.fail(f"posthorn died (exit {self.proc.returncode}) while waiting for {what}\n" + self.log_text())
 
     # ---- CLI -----------------------------------------------------------
     def cli(self, *args, input=None, check=False, timeout=60, prog=None, env_extra=None):
@@ -364,7 +423,7 @@ class Server:
 
     # ---- clients -------------------------------------------------------
     def smtp(self, ehlo=True, timeout=60):
-        s = smtplib.SMTP("127.0.0.1", self.smtp_port, local_hostname="client.test", timeout=timeout)
+        s = smtplib.SMTP(self.smtp_host, self.smtp_port, local_hostname="client.test", timeout=timeout)
         if ehlo:
             s.ehlo()
         return s
@@ -404,7 +463,10 @@ class Server:
     def wait_for_maildir(self, user, n, timeout=DELIVERY_TIMEOUT):
         """Waits until the user's Maildir holds at least n messages; returns
         the files (new/ and cur/). Fails with the log when it times out."""
-        files = wait_until(lambda: len(self.maildir_files(user)) >= n and self.maildir_files(user), timeout)
+        def ready():
+            self._dead_fail(f"{n} messages for {user}")
+            return len(self.maildir_files(user)) >= n
+        wait_until(ready, timeout)
         files = self.maildir_files(user)
         if len(files) < n:
             pytest.fail(f"{self.addr(user)}: {len(files)} messages in Maildir after {timeout}s, want {n}\n"
@@ -430,7 +492,10 @@ class Server:
         return out
 
     def wait_queue_empty(self, folder="pending", timeout=DELIVERY_TIMEOUT):
-        ok = wait_until(lambda: not self.queue_files(folder), timeout)
+        def empty():
+            self._dead_fail(f"queue/{folder} to drain")
+            return not self.queue_files(folder)
+        ok = wait_until(empty, timeout)
         if not ok:
             pytest.fail(f"queue/{folder} not empty after {timeout}s\n" + self.queue_listing() + self.log_text())
 
@@ -550,7 +615,9 @@ def make_message(subject="test", body="hello\r\n", frm="sender@client.test", to=
 
 # ---- fixtures --------------------------------------------------------------
 
-def _finish(srv: Server, request):
+def _stop_and_check(srv: Server):
+    """Stops a still running daemon (SIGTERM, want exit 0) and returns every
+    problem: died on its own, bad exit code, sanitizer reports."""
     problems = srv.check_health()
     if srv.alive():
         try:
@@ -560,14 +627,53 @@ def _finish(srv: Server, request):
         except BaseException as e:  # noqa: BLE001
             problems.append(f"stop failed: {e}")
         problems += [p for p in srv.check_health() if p not in problems]
+    return problems
+
+
+def _finish(srv: Server, request=None):
+    problems = _stop_and_check(srv)
     if problems:
         pytest.fail("; ".join(problems) + "\n" + srv.log_text(), pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Right after a test body ran: a daemon that died on its own or left a
+    sanitizer report fails that test (one failure, with the log), instead of
+    a second error at teardown."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when != "call":
+        return
+    item._posthorn_call_failed = rep.failed
+    problems, logs = [], []
+    for srv in getattr(item, "_posthorn_servers", []):
+        p = srv.check_health()
+        if p:
+            problems += p
+            logs.append(srv.log_text())
+    if not problems:
+        return
+    text = "posthorn: " + "; ".join(problems) + "\n" + "\n".join(logs)
+    if rep.passed:
+        rep.outcome = "failed"
+        rep.longrepr = text
+    else:
+        rep.sections.append(("posthorn daemon health", text))
+    item._posthorn_call_failed = True
+
+
+def _register(request, srv):
+    lst = getattr(request.node, "_posthorn_servers", None)
+    if lst is None:
+        lst = request.node._posthorn_servers = []
+    lst.append(srv)
 
 
 @pytest.fixture
 def make_server(tmp_path, request):
     """Factory: make_server(conf_extra="", start=True) -> Server. Servers it
-    made are stopped and checked after the test."""
+    made are stopped (SIGTERM, exit 0 wanted) and checked after the test."""
     made = []
 
     def factory(conf_extra="", start=True, name=None):
@@ -575,6 +681,7 @@ def make_server(tmp_path, request):
         root.mkdir()
         srv = Server(root, conf_extra)
         made.append(srv)
+        _register(request, srv)
         if start:
             srv.start()
         return srv
@@ -582,15 +689,43 @@ def make_server(tmp_path, request):
     yield factory
     errors = []
     for srv in made:
-        try:
-            _finish(srv, request)
-        except pytest.fail.Exception as e:
-            errors.append(str(e))
-    if errors:
+        problems = _stop_and_check(srv)
+        if problems:
+            errors.append("; ".join(problems) + "\n" + srv.log_text())
+    if errors and not getattr(request.node, "_posthorn_call_failed", False):
         pytest.fail("\n\n".join(errors), pytrace=False)
+    elif errors:
+        # the test already failed; say it on stderr rather than count it twice
+        sys.stderr.write("posthorn teardown problems (test already failed):\n" + "\n\n".join(errors)[:5000])
 
 
 @pytest.fixture
 def server(make_server):
     """A running daemon with default config (plus test ports)."""
     return make_server()
+
+
+# ---- the outside world for remote delivery (tests/integration/mailnet.py) ----
+
+@pytest.fixture
+def mailnet(tmp_path, request):
+    """A MailNet: a private unbound (declare records, then net.dns.start()),
+    scripted SMTP sinks on 127.0.0.x:relay_port (net.sink(ip, ...)), and
+    net.conf_lines(...) for posthorn.conf. A failing test gets the sinks'
+    transcripts and unbound's log in its report."""
+    from mailnet import MailNet
+    net = MailNet(tmp_path / "net")
+    request.node._posthorn_mailnet = net
+    yield net
+    net.close()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_call(item):
+    outcome = yield
+    net = getattr(item, "_posthorn_mailnet", None)
+    if net is not None and outcome.excinfo is not None:
+        try:
+            item.add_report_section("call", "mailnet", net.describe())
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,6 +1,9 @@
 """The console sub-commands and sendmail(1) compatibility."""
 import json
 import os
+import shutil
+
+import pytest
 
 
 from conftest import make_message, unfold_headers, wait_until
@@ -21,21 +24,33 @@ def test_first_start_prints_postmaster_password(server):
     assert pw not in second, "postmaster password printed again on the second start"
 
 
-def test_default_config_written_when_absent(make_server):
+def test_embedded_defaults_without_config(make_server):
+    """No posthorn.conf: the server writes a commented default one and
+    listens on 127.0.0.1:2525/2587/2110. Run in a private network namespace
+    so the default ports cannot collide with anything on this machine."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) for a private network namespace")
     srv = make_server(start=False)
     (srv.data / "posthorn.conf").unlink()
-    # a server on the default ports could collide with other tests: only
-    # check the file it writes, then stop it.
-    srv.start(wait=False)
-    ok = wait_until(lambda: (srv.data / "posthorn.conf").exists() or not srv.alive(), 30)
-    srv.stop(expect_code=None)
+    srv.start(wait=False, wrap=("unshare", "-n"))
+    ok = wait_until(lambda: b"ready" in srv.log_path.read_bytes() or not srv.alive(), 60)
+    assert ok and srv.alive(), "serve did not come up on the embedded defaults\n" + srv.log_text()
+    srv.stop()  # SIGTERM, exit 0
+    log = srv.log_path.read_text(errors="replace")
+    for port in (2525, 2587, 2110):
+        assert f"127.0.0.1:{port}" in log, f"does not say it listens on 127.0.0.1:{port}\n{log}"
     conf = srv.data / "posthorn.conf"
-    assert ok and conf.exists(), srv.log_text()
+    assert conf.exists()
     text = conf.read_text()
     for key in ("smtp_listen", "submission_listen", "pop3_listen", "max_message_size"):
         assert key in text
     assert all(l.startswith("#") or not l.strip() for l in text.splitlines()), \
         "the default config should be all comments (defaults are embedded)"
+    # the commented file is a valid config: a second start reads it
+    srv.start(wait=False, wrap=("unshare", "-n"))
+    assert wait_until(lambda: srv.log_path.read_bytes().count(b"ready") >= 2 or not srv.alive(), 60)
+    assert srv.alive(), srv.log_text()
+    srv.stop()
 
 
 def test_domain_list_json(server):

@@ -223,8 +223,9 @@ static int64_t count_folder(const char *data_dir, const char *folder)
 	int64_t n = 0;
 	struct dirent *de;
 	while ((de = readdir(dh)) != NULL)
-		if (de->d_name[0] != '.' && strstr(de->d_name, ".tmp-") == NULL)
-			n++;
+		if (de->d_name[0] != '.' && strstr(de->d_name, ".tmp-") == NULL &&
+		    !(strlen(de->d_name) > 3 && strcmp(de->d_name + strlen(de->d_name) - 3, ".st") == 0))
+			n++; /* <id>.st is a message's delivery state, not a message */
 	closedir(dh);
 	return n;
 }

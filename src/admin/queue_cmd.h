@@ -33,4 +33,14 @@ int queue_cmd_run(struct queue_cmd_env *env, struct console *con, int argc, char
 /* Does this command change the queue? (the CLI locks exclusively then) */
 bool queue_cmd_changes(int argc, char **argv);
 
+/* Finishes what a crash interrupted in a bulk delete (queue/.keep-*) and
+ * starts emptying queue/.trash in the background. The daemon calls it at
+ * start, before the index and the router; the CLI before working offline.
+ * Blocking (a few renames at most). */
+void queue_cmd_recover(const char *data_dir);
+/* Starts (or re-runs) the background thread that empties queue/.trash. */
+void queue_cmd_trash_start(const char *data_dir);
+/* Stops that thread (what is left is emptied at the next start). */
+void queue_cmd_trash_stop(void);
+
 #endif

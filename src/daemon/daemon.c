@@ -13,6 +13,7 @@
 #include "daemon/daemon.h"
 #include "admin/console.h"
 #include "admin/control.h"
+#include "admin/queue_cmd.h"
 #include "lib/fsutil.h"
 #include "lib/io.h"
 #include "lib/log.h"
@@ -647,6 +648,8 @@ int daemon_main(int argc, char **argv)
 
 	int pidfd = pid_lock(d);
 	int qlockfd = queue_lock(d);
+	/* a bulk delete interrupted by a crash; empties queue/.trash */
+	queue_cmd_recover(d->data_dir);
 
 	dir_path = xasprintf("%s/db/directory.sqlite", d->data_dir);
 	d->dir = directory_open(dir_path, true, &err);
@@ -723,6 +726,7 @@ int daemon_main(int argc, char **argv)
 	committer_free(&d->committer);
 	control_jobs_shutdown();
 	workers_free(&d->workers);
+	queue_cmd_trash_stop();
 	router_free(&d->router);
 	mta_free(&d->mta); /* after the router: no more mta_notify */
 	queue_index_free(&d->index); /* after everyone who updates it */

@@ -455,7 +455,7 @@ static void send_cmd(struct smtpc *c, const struct cmd *k)
 		strbuf_addf(&sb, "MAIL FROM:<%s>", t->from);
 		if (c->caps.has_size)
 			strbuf_addf(&sb, " SIZE=%llu", (unsigned long long)t->size);
-		if (t->body_8bit && c->caps.eightbitmime)
+		if ((t->body_8bit || t->declare_8bitmime) && c->caps.eightbitmime)
 			strbuf_adds(&sb, " BODY=8BITMIME");
 		if (t->smtputf8 && c->caps.smtputf8)
 			strbuf_adds(&sb, " SMTPUTF8");

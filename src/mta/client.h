@@ -59,6 +59,7 @@ struct smtpc_txn {
 	size_t body_len;
 	uint64_t size;                /* message size for SIZE= */
 	bool body_8bit;               /* the content has 8-bit bytes */
+	bool declare_8bitmime;        /* send BODY=8BITMIME when offered */
 	bool smtputf8;                /* the message asks for SMTPUTF8 */
 	/* outcome */
 	char *error;                  /* last session-level error, or NULL */

@@ -242,6 +242,7 @@ struct mta {
 	int nsess;
 	struct amsg *active;
 	struct dest *dests;
+	struct mta_stats st;  /* counters (loop thread) */
 };
 
 static void schedule(struct mta *m);
@@ -623,15 +624,18 @@ static void rcpt_outcome(struct amsg *am, size_t j, enum smtpc_result res, const
 	set_reply(r, host, ip, reply ? reply : reason);
 	switch (res) {
 	case SMTPC_OK:
+		am->m->st.sent++;
 		r->status = RCPT_DELIVERED;
 		ev_delivery(am, j, "sent", host, ip, reply);
 		break;
 	case SMTPC_PERM:
+		am->m->st.bounced++;
 		r->status = RCPT_FAILED;
 		x->new_failed = true;
 		ev_delivery(am, j, "bounced", host, ip, reply ? reply : reason);
 		break;
 	default:
+		am->m->st.deferred++;
 		r->status = RCPT_DEFERRED;
 		x->deferred = true;
 		ev_delivery(am, j, "deferred", host, ip, reply ? reply : reason);
@@ -1195,7 +1199,10 @@ static void load_done(void *arg)
 		v->txn.body = am->body.s;
 		v->txn.body_len = am->body.len;
 		v->txn.size = am->size;
-		v->txn.body_8bit = am->body_8bit || am->env.body_8bit;
+		/* the content decides whether a 7-bit server can take it; the
+		 * envelope's BODY=8BITMIME is passed on where it can be */
+		v->txn.body_8bit = am->body_8bit;
+		v->txn.declare_8bitmime = am->env.body_8bit;
 		v->txn.smtputf8 = am->env.smtputf8;
 		struct dest *d = v->dest;
 		if (d->wait_tail)
@@ -1351,6 +1358,7 @@ static void finish_done(void *arg)
 		for (int k = 0; k < 2; k++) {
 			if (ids[k][0] == '\0')
 				continue;
+			m->st.dsn++;
 			event_begin(&e, "dsn", NULL);
 			event_str(&e, "id", ids[k]);
 			event_str(&e, "orig_id", am->id);
@@ -1367,6 +1375,7 @@ static void finish_done(void *arg)
 		if (am->res[j].tried && am->st.r[j].reply)
 			last = am->st.r[j].reply;
 	if (am->fin_hold && am->fin_rc == 0) {
+		m->st.held++;
 		event_begin(&e, "held", NULL);
 		event_str(&e, "id", am->id);
 		event_str(&e, "reason", "undeliverable message from the null sender (a bounce): held, not bounced");
@@ -1418,6 +1427,8 @@ static void am_finish(struct amsg *am)
 			r->status = RCPT_FAILED;
 			x->deferred = false;
 			x->new_failed = true;
+			m->st.deferred--; /* counted as deferred above, it is a bounce */
+			m->st.bounced++;
 			ev_delivery(am, j, "bounced", x->remote, NULL, why);
 		}
 	}
@@ -1747,6 +1758,16 @@ void mta_reload(struct mta *m)
 bool mta_busy(struct mta *m)
 {
 	return m->nactive > 0;
+}
+
+void mta_stats(struct mta *m, struct mta_stats *s)
+{
+	*s = m->st;
+	pthread_mutex_lock(&m->mu);
+	s->scheduled = m->tab.n;
+	pthread_mutex_unlock(&m->mu);
+	s->active = m->nactive;
+	s->connections = m->nsess;
 }
 
 /* Stops what has not reached the point of no return. */

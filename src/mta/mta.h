@@ -10,6 +10,8 @@
 #ifndef MTA_MTA_H
 #define MTA_MTA_H
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 struct daemon;
 struct queue_index;
@@ -36,8 +38,10 @@ void mta_unclaim(struct mta *m, const char *id);
 /* Deliver now: forget the back-off and any cached route, for one message
  * or (id == NULL) the whole outbox. Returns how many were rescheduled. */
 int mta_retry(struct mta *m, const char *id);
-/* Forgets a message the console took out of the outbox (deleted, held,
- * requeued, quarantined) after claiming it. false if unknown or in flight. */
+/* Forgets a claimed message the console is taking out of the outbox
+ * (delete, hold, requeue, quarantine). Call it before the file leaves the
+ * outbox: a requeued copy routed back announces itself with mta_notify,
+ * which must not be forgotten afterwards. false if unknown or in flight. */
 bool mta_forget(struct mta *m, const char *id);
 
 /* Loop thread only. */
@@ -46,5 +50,15 @@ bool mta_forget(struct mta *m, const char *id);
 void mta_reload(struct mta *m);
 /* Deliveries or file work still in flight (a graceful stop waits). */
 bool mta_busy(struct mta *m);
+
+/* Counters since start, for `posthorn status`. */
+struct mta_stats {
+	uint64_t sent, deferred, bounced; /* recipients, per attempt */
+	uint64_t dsn, held;               /* reports written, messages held */
+	size_t scheduled;                 /* outbox messages known */
+	size_t active;                    /* messages in an attempt now */
+	int connections;                  /* outgoing SMTP connections now */
+};
+void mta_stats(struct mta *m, struct mta_stats *s);
 
 #endif

@@ -55,12 +55,6 @@ void queue_state_free(struct queue_state *st)
 	memset(st, 0, sizeof(*st));
 }
 
-/* One parsed "rcpt" line. */
-struct parsed {
-	char *addr;
-	struct rcpt_state rs;
-};
-
 static bool parse_status(const char *s, size_t n, enum rcpt_status *st)
 {
 	for (size_t i = 0; i < sizeof(status_names) / sizeof(status_names[0]); i++)
@@ -71,46 +65,57 @@ static bool parse_status(const char *s, size_t n, enum rcpt_status *st)
 	return false;
 }
 
-/* "<addr> status attempts=N host=H reply=R" (after "rcpt "). The address
- * ends at the first "> " that is followed by a status word, so an address
- * with '>' in a quoted local part still parses. */
-static int parse_rcpt(const char *v, struct parsed *p)
+/* Reads "status attempts=N host=H reply=R" (after "<addr> ") into rs.
+ * Returns 0, or -1 when the status word is not one of ours. */
+static int parse_rcpt_rest(const char *w, struct rcpt_state *rs)
 {
-	memset(p, 0, sizeof(*p));
-	if (v[0] != '<')
+	size_t wl = strcspn(w, " ");
+	if (!parse_status(w, wl, &rs->status))
 		return -1;
-	const char *gt = v;
-	for (;;) {
-		gt = strstr(gt + 1, "> ");
-		if (gt == NULL)
-			return -1;
-		const char *w = gt + 2;
-		size_t wl = strcspn(w, " ");
-		if (parse_status(w, wl, &p->rs.status)) {
-			p->addr = xstrndup(v + 1, (size_t)(gt - v - 1));
-			const char *q = w + wl;
-			while (*q == ' ') {
-				q++;
-				if (strncmp(q, "reply=", 6) == 0) {
-					p->rs.reply = xstrdup(q + 6);
-					break;
-				}
-				size_t tl = strcspn(q, " ");
-				if (strncmp(q, "attempts=", 9) == 0)
-					p->rs.attempts = atoi(q + 9);
-				else if (strncmp(q, "host=", 5) == 0 && tl > 5)
-					p->rs.host = xstrndup(q + 5, tl - 5);
-				q += tl;
-			}
-			return 0;
+	const char *q = w + wl;
+	while (*q == ' ') {
+		q++;
+		if (strncmp(q, "reply=", 6) == 0) {
+			rs->reply = xstrdup(q + 6);
+			break;
 		}
+		size_t tl = strcspn(q, " ");
+		if (strncmp(q, "attempts=", 9) == 0)
+			rs->attempts = atoi(q + 9);
+		else if (strncmp(q, "host=", 5) == 0 && tl > 5 && rs->host == NULL)
+			rs->host = xstrndup(q + 5, tl - 5);
+		q += tl;
 	}
+	return 0;
 }
 
-static int parse_file(char *data, struct queue_state *st, struct parsed **pv, size_t *pn,
-                      const char **error_r)
+/* The value of line ("<addr> status ...") when it is about addr: the
+ * address is matched whole against the envelope's, so any address (even
+ * one with "> failed " in a quoted local part) reads back exactly. */
+static const char *rcpt_line_for(const char *line, const char *addr)
 {
-	size_t cap = 0;
+	size_t al = strlen(addr);
+	if (line[0] != '<' || strncmp(line + 1, addr, al) != 0 || line[1 + al] != '>' || line[2 + al] != ' ')
+		return NULL;
+	return line + 3 + al;
+}
+
+/* A line looks like "<...> status": the closing "> " of some address
+ * followed by a status word. */
+static bool rcpt_line_ok(const char *v)
+{
+	if (v[0] != '<')
+		return false;
+	for (const char *gt = v; (gt = strstr(gt + 1, "> ")) != NULL;) {
+		enum rcpt_status st;
+		if (parse_status(gt + 2, strcspn(gt + 2, " "), &st))
+			return true;
+	}
+	return false;
+}
+
+static int parse_file(char *data, struct queue_state *st, struct strv *lines, const char **error_r)
+{
 	char *save = NULL;
 	char *line = strtok_r(data, "\n", &save);
 	if (line == NULL || strcmp(line, STATE_MAGIC) != 0) {
@@ -134,16 +139,11 @@ static int parse_file(char *data, struct queue_state *st, struct parsed **pv, si
 		else if (strcmp(k, "warned") == 0)
 			st->warned = strcmp(v, "yes") == 0;
 		else if (strcmp(k, "rcpt") == 0) {
-			struct parsed p;
-			if (parse_rcpt(v, &p) < 0) {
+			if (!rcpt_line_ok(v)) {
 				*error_r = "malformed rcpt line in state file";
 				return -1;
 			}
-			if (*pn == cap) {
-				cap = cap ? cap * 2 : 8;
-				*pv = xreallocarray(*pv, cap, sizeof(**pv));
-			}
-			(*pv)[(*pn)++] = p;
+			strv_add(lines, v);
 		}
 		/* unknown keys: a newer version wrote them; ignored */
 	}
@@ -158,8 +158,7 @@ int queue_state_load(const char *data_dir, const char *folder, const struct queu
 	state_path(path, sizeof(path), data_dir, folder, env->id);
 	char *data = NULL;
 	size_t len = 0;
-	struct parsed *pv = NULL;
-	size_t pn = 0;
+	struct strv lines = { 0 };
 	int rc = 0;
 	if (fsutil_read_file(path, STATE_FILE_MAX, &data, &len) < 0) {
 		if (errno != ENOENT) {
@@ -171,42 +170,39 @@ int queue_state_load(const char *data_dir, const char *folder, const struct queu
 			*error_r = "NUL byte in state file";
 			rc = -1;
 		} else {
-			rc = parse_file(data, st, &pv, &pn, error_r);
+			rc = parse_file(data, st, &lines, error_r);
 		}
 		free(data);
 	}
 	if (rc == 0) {
 		st->n = env->rcpt.n;
 		st->r = xcalloc(st->n ? st->n : 1, sizeof(*st->r));
+		bool *taken = xcalloc(lines.n ? lines.n : 1, sizeof(bool));
 		for (size_t i = 0; i < env->rcpt.n; i++) {
 			const char *a = env->rcpt.v[i];
-			/* usually the same order: look at the same index first */
-			size_t j = pn;
-			if (i < pn && pv[i].addr && strcmp(pv[i].addr, a) == 0)
-				j = i;
-			for (size_t k = 0; j == pn && k < pn; k++)
-				if (pv[k].addr && strcmp(pv[k].addr, a) == 0)
-					j = k;
 			st->r[i].addr = xstrdup(a);
-			if (j < pn) {
-				st->r[i].status = pv[j].rs.status;
-				st->r[i].attempts = pv[j].rs.attempts;
-				st->r[i].host = pv[j].rs.host;
-				st->r[i].reply = pv[j].rs.reply;
-				free(pv[j].addr);
-				pv[j].addr = NULL; /* taken: a duplicate line cannot match twice */
-				pv[j].rs.host = pv[j].rs.reply = NULL;
+			/* usually the same order: look at the same index first */
+			for (size_t k = 0; k <= lines.n; k++) {
+				size_t j = k == 0 ? i : k - 1;
+				if (j >= lines.n || taken[j])
+					continue;
+				const char *rest = rcpt_line_for(lines.v[j], a);
+				if (rest && parse_rcpt_rest(rest, &st->r[i]) == 0) {
+					taken[j] = true; /* a duplicate line cannot match twice */
+					break;
+				}
+				free(st->r[i].host);
+				free(st->r[i].reply);
+				st->r[i].host = st->r[i].reply = NULL;
+				st->r[i].status = RCPT_PENDING;
+				st->r[i].attempts = 0;
 			}
 		}
+		free(taken);
 	} else {
 		queue_state_free(st);
 	}
-	for (size_t k = 0; k < pn; k++) {
-		free(pv[k].addr);
-		free(pv[k].rs.host);
-		free(pv[k].rs.reply);
-	}
-	free(pv);
+	strv_free(&lines);
 	return rc;
 }
 

@@ -733,7 +733,7 @@ def queue_file_bytes(qid, mail_from, rcpts, msg: bytes, received=None, client_ip
     if received is None:
         received = int(time.time())
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(received))
-    env = [f"posthorn-queue 1", f"id {qid}", f"received {received} {iso}", f"from <{mail_from}>"]
+    env = ["posthorn-queue 1", f"id {qid}", f"received {received} {iso}", f"from <{mail_from}>"]
     env += [f"rcpt <{r}>" for r in rcpts]
     if client_ip:
         env.append(f"client-ip {client_ip}")

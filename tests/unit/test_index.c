@@ -303,6 +303,11 @@ UNIT_TEST(index_updates)
 	queue_item_free(&it);
 	queue_index_remove_in(ix, "0000000000000004", "outbox");
 	CHECK_INT(queue_index_get(ix, "0000000000000004", &it), 0);
+	/* a whole folder set aside */
+	CHECK(queue_index_contains(ix, "0000000000000002"));
+	CHECK_INT(queue_index_remove_folder(ix, "outbox"), 2); /* 2 and 3 are left there */
+	CHECK(!queue_index_contains(ix, "0000000000000002"));
+	CHECK(queue_index_contains(ix, "0000000000000005")); /* hold */
 	/* removing everything frees every interned string (ASan checks) */
 	for (size_t i = 0; i < NMSGS; i++)
 		queue_index_remove(ix, msgs[i].id);

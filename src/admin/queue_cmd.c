@@ -1586,6 +1586,37 @@ static int to_pending(struct opctx *c, const char *rel, const char *id, int inde
 	return 1;
 }
 
+/* A held message's permanently failed recipients get another chance when
+ * the administrator releases or requeues it (a held bounce is all
+ * "failed": without this, release would hold it again at once and
+ * requeue would drop it as finished). Delivered recipients stay done. */
+static void revive_failed(const char *data_dir, const char *folder, const char *id)
+{
+	char path[PATH_MAX];
+	queue_path(path, sizeof(path), data_dir, folder, id);
+	struct queue_env env;
+	const char *err;
+	if (queue_env_read(path, &env, &err) < 0)
+		return;
+	struct queue_state st;
+	if (queue_state_load(data_dir, folder, &env, &st, &err) == 0) {
+		bool changed = false;
+		for (size_t i = 0; i < st.n; i++) {
+			if (st.r[i].status == RCPT_FAILED) {
+				st.r[i].status = RCPT_PENDING;
+				changed = true;
+			}
+		}
+		if (changed) {
+			st.next_attempt = 0;
+			if (queue_state_save(data_dir, folder, env.id, &st, &err) < 0)
+				log_error("queue: %s: cannot reset its failed recipients: %s", id, err);
+		}
+		queue_state_free(&st);
+	}
+	queue_env_free(&env);
+}
+
 /* One message. Returns nothing; counts in c->st. claimed: the MTA holds
  * it for us (outbox). The MTA forgets it before it leaves the outbox: a
  * requeued copy may be routed back into the outbox and announced
@@ -1625,6 +1656,8 @@ static void apply_one(struct opctx *c, const struct queue_sel_item *it, bool cla
 	case OP_RELEASE: {
 		/* back to the outbox when it has a delivery record (it came
 		 * from there); otherwise routed again from pending */
+		if (it->folder == QUEUE_F_HOLD)
+			revive_failed(env->data_dir, folder, it->id);
 		char stp[PATH_MAX];
 		msg_path(stp, sizeof(stp), env->data_dir, folder, it->id, ".st");
 		if (access(stp, F_OK) == 0) {
@@ -1645,6 +1678,8 @@ static void apply_one(struct opctx *c, const struct queue_sel_item *it, bool cla
 			queue_index_remove(env->ix, it->id);
 		break;
 	case OP_REQUEUE:
+		if (it->folder == QUEUE_F_HOLD)
+			revive_failed(env->data_dir, folder, it->id);
 		r = to_pending(c, folder, it->id, it->folder, &err);
 		break;
 	}
@@ -1735,9 +1770,9 @@ static bool selects_all(const struct qargs *a)
 
 /* Asks before changing everything. 0 go on, or the exit code. */
 static int confirm_all(struct console *con, const char *cmd, const char *verb, uint64_t n, const char *where,
-                       const struct qargs *a)
+                       const struct qargs *a, bool everything)
 {
-	if (!selects_all(a) || a->yes || a->dry_run || n == 0)
+	if (!(selects_all(a) || everything) || a->yes || a->dry_run || n == 0)
 		return 0;
 	char cnt[32];
 	console_fmt_count(cnt, sizeof(cnt), n);
@@ -2051,6 +2086,8 @@ static int swap_delete(struct opctx *c, struct queue_sel_item *v, size_t n)
 	for (size_t i = 0; i < n; i++)
 		strset_add(&sel, v[i].id);
 	struct strv claimed = { 0 };
+	struct strset gone; /* selected but delivered before we got it */
+	strset_init(&gone);
 	struct queue_selection all = { 0 };
 	int rc = 0;
 	bool paused = false;
@@ -2066,24 +2103,32 @@ static int swap_delete(struct opctx *c, struct queue_sel_item *v, size_t n)
 		struct queue_filter f = { .folders = 1u << QUEUE_F_OUTBOX };
 		if (queue_index_select(env->ix, &f, &all, &err) < 0)
 			goto out;
+		/* A "busy" message may only be waiting for a connection with
+		 * its data already loaded: unless it is withdrawn (a claim that
+		 * waits asks the loop to), it would still be sent after we
+		 * reported it deleted. So every busy message, selected or not,
+		 * is claimed with a wait; one still in flight at the deadline
+		 * sends us the slow way, which leaves it alone and says so. */
 		struct strv wait = { 0 };
 		for (size_t i = 0; i < all.n; i++) {
 			int r = mta_claim(env->mta, all.v[i].id, 0);
 			if (r == 1)
 				strv_add(&claimed, all.v[i].id);
-			else if (r < 0 && !strset_contains(&sel, all.v[i].id))
+			else if (r < 0)
 				strv_add(&wait, all.v[i].id);
 		}
 		int64_t deadline = mono_ms() + CLAIM_WAIT_MS;
 		for (size_t i = 0; i < wait.n; i++) {
 			int64_t left = deadline - mono_ms();
-			int r = mta_claim(env->mta, wait.v[i], left > 0 ? (int)left : 0);
+			int r = mta_claim(env->mta, wait.v[i], left > 0 ? (int)left : 1);
 			if (r < 0) {
 				strv_free(&wait);
 				goto out; /* rc 0: one file at a time */
 			}
 			if (r == 1)
 				strv_add(&claimed, wait.v[i]);
+			else
+				strset_add(&gone, wait.v[i]); /* delivered meanwhile */
 		}
 		strv_free(&wait);
 	}
@@ -2163,6 +2208,8 @@ static int swap_delete(struct opctx *c, struct queue_sel_item *v, size_t n)
 	queue_cmd_trash_start(env->data_dir);
 	for (size_t i = 0; i < n; i++) {
 		queue_index_remove(env->ix, v[i].id);
+		if (strset_contains(&gone, v[i].id))
+			continue; /* sent before we could stop it: not deleted */
 		op_event(c, QUEUE_F_OUTBOX, v[i].id);
 		c->st.done++;
 		c->st.bytes += v[i].size;
@@ -2181,6 +2228,7 @@ out:
 	if (paused)
 		router_resume(env->router);
 	strv_free(&claimed);
+	strset_free(&gone);
 	queue_selection_free(&all);
 	strset_free(&sel);
 	return rc;
@@ -2237,7 +2285,17 @@ static int cmd_op(struct queue_cmd_env *env, struct console *con, enum op op, in
 	where_text(where, sizeof(where), a.f.folders);
 	struct opctx c;
 	opctx_init(&c, env, con, op, applicable);
-	rc = confirm_all(con, a.cmd, ops[op].name, applicable, where, &a);
+	/* a delete whose filter happens to match every message (--older 0s,
+	 * --ip 0.0.0.0/0, a typo) is "all" too and needs the same
+	 * confirmation (the other operations can be undone) */
+	struct queue_counts qc0;
+	queue_index_counts(ix, &qc0);
+	uint64_t total = 0;
+	for (int f = 0; f < QUEUE_NFOLDERS; f++)
+		if ((a.f.folders == 0 || (a.f.folders & (1u << f))) && (ops[op].from & (1u << f)))
+			total += qc0.messages[f];
+	bool everything = op == OP_DELETE && a.ids.n == 0 && applicable > 1 && applicable >= total;
+	rc = confirm_all(con, a.cmd, ops[op].name, applicable, where, &a, everything);
 	if (rc)
 		goto out;
 	if (a.dry_run) {
@@ -2458,7 +2516,7 @@ static int quarantine_folder(struct queue_cmd_env *env, struct console *con, int
 	a.all = true;
 	char where[64];
 	snprintf(where, sizeof(where), " in %s (set aside into quarantine)", fname);
-	rc = confirm_all(con, "quarantine", "move", msgs, where, &a);
+	rc = confirm_all(con, "quarantine", "move", msgs, where, &a, false);
 	if (rc)
 		return rc;
 	if (fsutil_mkdir_p(qtop, 0700, &err) < 0) {
@@ -2635,7 +2693,7 @@ static int quarantine_restore(struct queue_cmd_env *env, struct console *con, in
 	c.verb = "restored";
 	c.rel = rel;
 	char n1[32], b1[32];
-	rc = confirm_all(con, "quarantine restore", "restore", sel.n, where, &a);
+	rc = confirm_all(con, "quarantine restore", "restore", sel.n, where, &a, false);
 	if (rc)
 		goto out;
 	if (a.dry_run) {

@@ -49,8 +49,9 @@
 
 /* Seconds a graceful stop waits for sessions before it cuts them off. */
 #define DAEMON_STOP_GRACE 10
-/* Worker threads for crypt(3) and other blocking jobs. */
-#define DAEMON_WORKERS 2
+/* Worker threads for crypt(3), console jobs and other blocking work: a
+ * long console job must not hold up password checks. */
+#define DAEMON_WORKERS 4
 /* Committer threads (parallel fsync rounds). */
 #define DAEMON_COMMITTERS 4
 

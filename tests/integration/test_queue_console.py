@@ -507,3 +507,64 @@ def test_outbox_renamed_away_while_stopped_is_recreated(make_server, mailnet):
     s.quit()
     assert sink.wait_delivered(1, DELIVERY_TIMEOUT) == 1, mailnet.describe() + srv.queue_listing()
     assert len(message_files(srv.data / "queue" / "outbox.flood")) == 50
+
+
+# ---- regressions from the hostile review of the console ---------------------------
+
+def test_fast_delete_during_delivery_never_sends_what_it_deleted(make_server, mailnet):
+    """The directory-swap delete (most of a big outbox) while the MTA is
+    sending: every spam is either reported deleted or delivered, never
+    both, and nothing is sent after the command has answered."""
+    n_spam, n_legit = 6000, 10
+    srv = flood_server(make_server, mailnet, retry_schedule="5s", max_per_destination="5")
+    sink = mailnet.sink("127.0.0.9", name="victims")
+    spam_ids, legit, fp = inject(srv.queue_dir("outbox"), n_spam, n_legit, deferred=False)
+    srv.start()
+    wait_until(lambda: sink.delivered_count() >= 20, 60)
+    r = q(srv, "delete", "--fingerprint", fp, "--yes", "--json", check=False)
+    answered = sink.delivered_count()
+    out = json.loads(r.stdout)
+    deleted = out.get("done", out.get("deleted"))
+    assert isinstance(deleted, int), out
+    time.sleep(5)
+    sent_spam = len([r for r, _ in sink.delivered_rcpts() if r.endswith("@victims.test")])
+    assert sent_spam + deleted <= n_spam, (
+        f"{deleted} reported deleted but {sent_spam} of {n_spam} spam were delivered")
+    assert sink.delivered_count() - answered <= 5, (
+        f"{sink.delivered_count() - answered} messages sent after the delete answered")
+    left = set(message_files(srv.queue_dir("outbox")))
+    assert set(legit) <= left, "a legitimate message vanished"
+
+
+def test_delete_with_a_filter_that_matches_everything_asks_first(make_server, mailnet):
+    srv = flood_server(make_server, mailnet)
+    inject(srv.queue_dir("outbox"), 20, 5)
+    srv.start()
+    wait_index(srv, 25)
+    r = q(srv, "delete", "--older", "0s", check=False)
+    assert r.returncode != 0 and b"--yes" in r.stderr, (r.stdout, r.stderr)
+    assert len(message_files(srv.queue_dir("outbox"))) == 25
+
+
+def test_release_and_requeue_of_a_held_bounce_retry_it(make_server, mailnet):
+    """A held message whose recipients failed is tried again on release
+    (not held again at once) and requeue keeps it (not dropped as done)."""
+    srv = flood_server(make_server, mailnet, retry_schedule="1s")
+    hold = srv.queue_dir("hold")
+    hold.mkdir(parents=True, exist_ok=True)
+    now = int(time.time())
+    sink = mailnet.sink("127.0.0.10", name="partner")
+    for i in range(2):
+        qid = new_queue_id()
+        rcpt = f"buyer{i}@partner.test"
+        write_queue_file(hold, qid, "", [rcpt], legit_message(i, rcpt), received=now - 60)
+        write_state(hold, qid, [(rcpt, "failed", 1, "mx.partner.test[127.0.0.10]", "550 5.1.1 no such user")],
+                    first=now - 60, last=now - 60, next_attempt=0)
+    ids = message_files(hold)
+    assert len(ids) == 2
+    srv.start()  # held messages written while stopped: the index has them
+    wait_index(srv, 2)
+    q(srv, "release", ids[0])
+    q(srv, "requeue", ids[1])
+    got = sink.wait_delivered(2, 60)
+    assert got == 2, f"{got} of 2 held messages delivered after release/requeue\n" + srv.queue_listing()

@@ -2103,34 +2103,27 @@ static int swap_delete(struct opctx *c, struct queue_sel_item *v, size_t n)
 		struct queue_filter f = { .folders = 1u << QUEUE_F_OUTBOX };
 		if (queue_index_select(env->ix, &f, &all, &err) < 0)
 			goto out;
-		/* A "busy" message may only be waiting for a connection with
-		 * its data already loaded: unless it is withdrawn (a claim that
-		 * waits asks the loop to), it would still be sent after we
-		 * reported it deleted. So every busy message, selected or not,
-		 * is claimed with a wait; one still in flight at the deadline
-		 * sends us the slow way, which leaves it alone and says so. */
-		struct strv wait = { 0 };
+		/* The swap is only for a quiet outbox (the flood whose
+		 * destination is down, the case it exists for). A "busy"
+		 * message may already be handed to a connection with its
+		 * transaction under way: withdrawing it cannot be made exact
+		 * here, so any busy message sends us the slow way, which claims
+		 * each message and leaves one in flight alone (and says so). */
 		for (size_t i = 0; i < all.n; i++) {
 			int r = mta_claim(env->mta, all.v[i].id, 0);
-			if (r == 1)
+			if (r == 1) {
 				strv_add(&claimed, all.v[i].id);
-			else if (r < 0)
-				strv_add(&wait, all.v[i].id);
-		}
-		int64_t deadline = mono_ms() + CLAIM_WAIT_MS;
-		for (size_t i = 0; i < wait.n; i++) {
-			int64_t left = deadline - mono_ms();
-			int r = mta_claim(env->mta, wait.v[i], left > 0 ? (int)left : 1);
-			if (r < 0) {
-				strv_free(&wait);
+			} else if (r < 0) {
 				goto out; /* rc 0: one file at a time */
+			} else {
+				/* unknown to the MTA: delivered since the index
+				 * was read (its file is gone), or not loaded yet */
+				char p[PATH_MAX];
+				queue_path(p, sizeof(p), env->data_dir, fname, all.v[i].id);
+				if (access(p, F_OK) < 0)
+					strset_add(&gone, all.v[i].id);
 			}
-			if (r == 1)
-				strv_add(&claimed, wait.v[i]);
-			else
-				strset_add(&gone, wait.v[i]); /* delivered meanwhile */
 		}
-		strv_free(&wait);
 	}
 	rc = -1;
 	queue_cmd_recover(env->data_dir); /* a .keep- left by a crash */

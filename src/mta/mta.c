@@ -1417,9 +1417,18 @@ static void am_finish(struct amsg *am)
 			struct rres *x = &am->res[j];
 			if (r->status != RCPT_DEFERRED || !x->deferred)
 				continue;
-			char why[160];
-			snprintf(why, sizeof(why), "message expired after %lld hours in the queue",
-			         (long long)((now - am->env.received) / 3600));
+			/* say how long in a unit that is not "0 hours", and keep
+			 * the last reason the remote side gave */
+			long long age = (long long)(now - am->env.received);
+			char dur[48], why[512];
+			if (age >= 3600)
+				snprintf(dur, sizeof(dur), "%lld h %lld min", age / 3600, (age % 3600) / 60);
+			else if (age >= 60)
+				snprintf(dur, sizeof(dur), "%lld min", age / 60);
+			else
+				snprintf(dur, sizeof(dur), "%lld s", age);
+			snprintf(why, sizeof(why), "message expired after %s in the queue%s%.400s", dur,
+			         x->reason ? "; last error: " : "", x->reason ? x->reason : "");
 			free(x->reason);
 			x->reason = xstrdup(why);
 			if (strncmp(x->status, "4.", 2) != 0)

@@ -408,6 +408,8 @@ def test_expired_message_bounces(make_server, mailnet):
     wait_outbox_empty(srv, mailnet)
     check_dsn(files[0].read_bytes(), "ken@slow.test", action="failed", status=r"[45]\.\d{1,3}\.\d{1,3}",
               diag="sink-marker-EXP", subject="too late")
+    dsn = files[0].read_bytes()
+    assert b"expired after" in dsn and b"after 0 hours" not in dsn, "the expiry must say how long, in a sane unit"
     n = sink.rcpt_attempts["ken@slow.test"]
     assert n >= 1
     time.sleep(2.5)

@@ -153,6 +153,7 @@ static void stream_fill(struct pop3_session *s);
 
 static void on_read(struct io *io, void *ctx);
 static void on_drained(struct io *io, void *ctx);
+static void pop3_deadline(struct pop3_session *s);
 static void on_closed(struct io *io, void *ctx, enum io_close_reason why);
 static const struct io_handler pop3_io = { on_read, on_drained, on_closed };
 
@@ -917,6 +918,7 @@ static void process_input(struct pop3_session *s)
 			bad_command(s, "line too long");
 			continue;
 		}
+		pop3_deadline(s);
 		memcpy(s->line, line, len);
 		s->line[len] = '\0';
 		explicit_bzero(line, len); /* may have been a password */
@@ -1030,9 +1032,20 @@ static void on_read(struct io *io, void *ctx)
 	process_input(ctx);
 }
 
+/* The whole-command deadline (slowloris defence, as in SMTP): a client
+ * gets pop3_timeout to finish each command line, however slowly it
+ * trickles bytes in; reading our output (a long RETR) counts as
+ * progress. */
+static void pop3_deadline(struct pop3_session *s)
+{
+	int64_t t = s->d->cfg.pop3_timeout;
+	io_set_deadline(s->io, t <= 0 ? 0 : t > INT_MAX ? INT_MAX : (int)t);
+}
+
 static void on_drained(struct io *io, void *ctx)
 {
 	struct pop3_session *s = ctx;
+	pop3_deadline(s);
 	if (s->sk != STREAM_NONE) {
 		stream_fill(s);
 		return;
@@ -1090,6 +1103,7 @@ void pop3_accept(struct daemon *d, int fd, const struct sockaddr *sa, socklen_t 
 	s->io = io_new(d->base, fd, &pop3_io, s);
 	int64_t t = d->cfg.pop3_timeout;
 	io_set_timeout(s->io, t <= 0 ? 0 : t > INT_MAX ? INT_MAX : (int)t);
+	pop3_deadline(s);
 
 	s->next = sessions;
 	if (sessions)

@@ -230,3 +230,30 @@ def test_sendmail_symlink_accepts_data_option(server, tmp_path):
     r = server.cli("--data", str(server.data), alice, prog=str(link), input=b"Subject: s\n\nb\n")
     assert r.returncode == 0, r.stderr
     server.wait_for_maildir("alice", 1)
+
+
+def test_pop3_slowloris_command_line_is_cut_off(make_server):
+    """POP3 too: a command line trickled a byte at a time is cut off at
+    pop3_timeout, although every byte restarts the idle timer."""
+    srv = make_server("pop3_timeout = 2s\n")
+    sock = socket.create_connection(("127.0.0.1", srv.pop3_port), timeout=10)
+    assert sock.recv(512).startswith(b"+OK")
+    t0 = time.monotonic()
+    closed = False
+    try:
+        for ch in b"USER someone-with-a-long-name@example.org":
+            sock.sendall(bytes([ch]))
+            time.sleep(0.5)
+            if time.monotonic() - t0 > 8:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        closed = True
+    if not closed:
+        sock.settimeout(3)
+        try:
+            data = sock.recv(512)
+            closed = data == b"" or data.startswith(b"-ERR")
+        except (ConnectionResetError, socket.timeout):
+            closed = False
+    assert closed and time.monotonic() - t0 < 7, "slow POP3 command line was not cut off near the 2 s deadline"
+    sock.close()

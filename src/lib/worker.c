@@ -1,14 +1,12 @@
-/* worker — see worker.h. Jobs are FIFO; completions are handed to the loop
- * through an eventfd. */
+/* worker — see worker.h. Jobs are FIFO; completions go back to the loop
+ * through a loopq. */
 #include "lib/worker.h"
+#include "lib/loopq.h"
 #include "lib/xalloc.h"
 
 #include <pthread.h>
 #include <stdbool.h>
-#include <stdint.h>
 #include <stdlib.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 struct job {
 	void (*fn)(void *);
@@ -21,23 +19,11 @@ struct workers {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct job *todo, *todo_tail;
-	struct job *done, *done_tail;
 	bool stop;
 	int nthreads;
 	pthread_t *threads;
-	int efd;
-	struct event *ev;
+	struct loopq *done;
 };
-
-static void push(struct job **head, struct job **tail, struct job *j)
-{
-	j->next = NULL;
-	if (*tail)
-		(*tail)->next = j;
-	else
-		*head = j;
-	*tail = j;
-}
 
 static void *thread_main(void *arg)
 {
@@ -54,40 +40,19 @@ static void *thread_main(void *arg)
 			w->todo_tail = NULL;
 		pthread_mutex_unlock(&w->mu);
 		j->fn(j->arg);
+		loopq_post(w->done, j);
 		pthread_mutex_lock(&w->mu);
-		push(&w->done, &w->done_tail, j);
-		uint64_t one = 1;
-		if (write(w->efd, &one, sizeof(one)) < 0) {
-			/* eventfd counter cannot overflow in practice */
-		}
 	}
 	pthread_mutex_unlock(&w->mu);
 	return NULL;
 }
 
-static void run_done(struct workers *w)
+static void run_done(void *item)
 {
-	pthread_mutex_lock(&w->mu);
-	struct job *list = w->done;
-	w->done = w->done_tail = NULL;
-	pthread_mutex_unlock(&w->mu);
-	while (list) {
-		struct job *j = list;
-		list = j->next;
-		if (j->done)
-			j->done(j->arg);
-		free(j);
-	}
-}
-
-static void on_efd(evutil_socket_t fd, short what, void *arg)
-{
-	uint64_t n;
-	(void)what;
-	if (read(fd, &n, sizeof(n)) < 0) {
-		/* spurious wakeup */
-	}
-	run_done(arg);
+	struct job *j = item;
+	if (j->done)
+		j->done(j->arg);
+	free(j);
 }
 
 struct workers *workers_new(struct event_base *base, int nthreads)
@@ -95,11 +60,7 @@ struct workers *workers_new(struct event_base *base, int nthreads)
 	struct workers *w = xcalloc(1, sizeof(*w));
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
-	w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (w->efd < 0)
-		fatal("eventfd: %m");
-	w->ev = event_new(base, w->efd, EV_READ | EV_PERSIST, on_efd, w);
-	event_add(w->ev, NULL);
+	w->done = loopq_new(base, run_done);
 	w->nthreads = nthreads;
 	w->threads = xcalloc((size_t)nthreads, sizeof(pthread_t));
 	for (int i = 0; i < nthreads; i++)
@@ -115,7 +76,11 @@ void workers_submit(struct workers *w, void (*fn)(void *), void (*done)(void *),
 	j->done = done;
 	j->arg = arg;
 	pthread_mutex_lock(&w->mu);
-	push(&w->todo, &w->todo_tail, j);
+	if (w->todo_tail)
+		w->todo_tail->next = j;
+	else
+		w->todo = j;
+	w->todo_tail = j;
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 }
@@ -131,9 +96,7 @@ void workers_free(struct workers **wp)
 	pthread_mutex_unlock(&w->mu);
 	for (int i = 0; i < w->nthreads; i++)
 		pthread_join(w->threads[i], NULL);
-	run_done(w);
-	event_free(w->ev);
-	close(w->efd);
+	loopq_free(&w->done);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cv);
 	free(w->threads);

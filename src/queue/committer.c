@@ -1,10 +1,12 @@
 /* committer — see committer.h. Threads: N committer threads plus the loop
  * thread for callbacks. Durability contract: a callback with result 0 is
  * issued only after fsync(file), close() checked, rename() into pending
- * and fsync(pending dir) all succeeded. */
+ * and fsync(pending dir) all succeeded. Callbacks reach the loop through
+ * a loopq (lib/loopq.h). */
 #include "queue/committer.h"
 #include "lib/fsutil.h"
 #include "lib/log.h"
+#include "lib/loopq.h"
 #include "lib/xalloc.h"
 
 #include <errno.h>
@@ -14,7 +16,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 /* Most messages taken into one round (one directory fsync). */
@@ -35,12 +36,10 @@ struct committer {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct cjob *todo, *todo_tail;
-	struct cjob *done, *done_tail;
 	bool stop;
 	int nthreads;
 	pthread_t *threads;
-	int efd;
-	struct event *ev;
+	struct loopq *done; /* callbacks back on the loop */
 	void (*on_committed)(void *, const char *);
 	void *hook_arg;
 };
@@ -133,43 +132,22 @@ static void *thread_main(void *arg)
 
 		run_round(c, batch);
 
-		pthread_mutex_lock(&c->mu);
 		while (batch) {
 			struct cjob *j = batch;
 			batch = j->next;
-			push(&c->done, &c->done_tail, j);
+			loopq_post(c->done, j);
 		}
-		uint64_t one = 1;
-		if (write(c->efd, &one, sizeof(one)) < 0) {
-			/* counter overflow is impossible in practice */
-		}
+		pthread_mutex_lock(&c->mu);
 	}
 	pthread_mutex_unlock(&c->mu);
 	return NULL;
 }
 
-static void run_done(struct committer *c)
+static void run_done(void *item)
 {
-	pthread_mutex_lock(&c->mu);
-	struct cjob *list = c->done;
-	c->done = c->done_tail = NULL;
-	pthread_mutex_unlock(&c->mu);
-	while (list) {
-		struct cjob *j = list;
-		list = j->next;
-		j->cb(j->arg, j->result, j->error);
-		free(j);
-	}
-}
-
-static void on_efd(evutil_socket_t fd, short what, void *arg)
-{
-	uint64_t n;
-	(void)what;
-	if (read(fd, &n, sizeof(n)) < 0) {
-		/* spurious */
-	}
-	run_done(arg);
+	struct cjob *j = item;
+	j->cb(j->arg, j->result, j->error);
+	free(j);
 }
 
 struct committer *committer_new(struct event_base *base, const char *data_dir, int nthreads,
@@ -181,11 +159,7 @@ struct committer *committer_new(struct event_base *base, const char *data_dir, i
 	pthread_cond_init(&c->cv, NULL);
 	c->on_committed = on_committed;
 	c->hook_arg = arg;
-	c->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (c->efd < 0)
-		fatal("eventfd: %s", strerror(errno));
-	c->ev = event_new(base, c->efd, EV_READ | EV_PERSIST, on_efd, c);
-	event_add(c->ev, NULL);
+	c->done = loopq_new(base, run_done);
 	c->nthreads = nthreads;
 	c->threads = xcalloc((size_t)nthreads, sizeof(pthread_t));
 	for (int i = 0; i < nthreads; i++)
@@ -219,9 +193,7 @@ void committer_free(struct committer **cp)
 	pthread_mutex_unlock(&c->mu);
 	for (int i = 0; i < c->nthreads; i++)
 		pthread_join(c->threads[i], NULL);
-	run_done(c);
-	event_free(c->ev);
-	close(c->efd);
+	loopq_free(&c->done);
 	free(c->threads);
 	free(c->data_dir);
 	pthread_mutex_destroy(&c->mu);
